@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing journal-parquet need on Debian 12, and starts a
+# journald when none runs; with --for-tests, also pyarrow for the tests. Idempotent: a second run installs nothing and starts nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+
+SUDO=""
+[[ $(id -u) -eq 0 ]] || SUDO="sudo"
+
+# Build: pkg-config + libsystemd-dev for libsystemd-sys, g++ for DuckDB's bundled C++.
+# Tests: systemd (journald, journalctl), systemd-journal-remote (corpus files), python3 (the
+# corpus generator; venv for pyarrow), bsdutils (logger).
+PACKAGES=(pkg-config libsystemd-dev g++ systemd systemd-journal-remote python3 python3-venv bsdutils)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+fi
+
+# A machine whose PID 1 is not systemd (a container, a CI runner) has no journald: start one, so
+# that the collector has a system journal to read and the tests a journald to write to.
+# (A socket file can outlive its journald, since /run is not always a tmpfs: try connecting.)
+journald_listens() {
+  python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.connect(sys.argv[1])' \
+    /run/systemd/journal/socket 2>/dev/null
+}
+if ! journald_listens; then
+  echo "setup: no journald runs here; starting /lib/systemd/systemd-journald" >&2
+  $SUDO setsid /lib/systemd/systemd-journald </dev/null >/dev/null 2>&1 &
+  for _ in $(seq 100); do journald_listens && break; sleep 0.1; done
+  journald_listens || { echo "setup: journald did not start" >&2; exit 1; }
+fi
+
+# pyarrow from PyPI in a virtualenv of our own: the tests read every Parquet file with it.
+if [[ ${1:-} == --for-tests ]] && ! "$JP_TEST_PYTHON" -c 'import pyarrow' 2>/dev/null; then
+  echo "setup: installing pyarrow into $(dirname "$(dirname "$JP_TEST_PYTHON")")" >&2
+  python3 -m venv "$(dirname "$(dirname "$JP_TEST_PYTHON")")"
+  "$JP_TEST_PYTHON" -m pip install -q --disable-pip-version-check pyarrow
+fi

@@ -1,0 +1,209 @@
+//! The persistent DuckDB buffer, `STATE/buffer.duckdb`: table `journal_logs` holds entries read
+//! but not yet exported; table `collector_state` holds, in the same transaction as the rows, the
+//! collector's position in the journal and its watermark.
+//!
+//! DuckDB lets one process at a time open the file (not even read-only beside a writer); how the
+//! collector and jp-flush take turns is in `handoff`.
+
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use duckdb::arrow::record_batch::RecordBatch;
+use duckdb::{params, Config, Connection, OptionalExt};
+
+use crate::config::Settings;
+use crate::row::COLUMNS;
+
+/// Bumped when the tables change shape; an older file is upgraded or refused, never misread.
+const SCHEMA_VERSION: i32 = 1;
+
+/// Where the collector resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    /// The journal was empty at first start: read from its first entry.
+    Head,
+    /// Resume right after the entry with this cursor.
+    After(String),
+}
+
+/// What the collector commits beside each batch of rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectorState {
+    pub position: Position,
+    /// Every entry with a timestamp before this (µs since the epoch) has been read.
+    pub watermark_usec: Option<i64>,
+    /// Gaps found so far (saved position gone from the journal).
+    pub gaps_total: u64,
+}
+
+pub struct Buffer {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// True when DuckDB refused the file because another process holds it.
+pub fn is_lock_conflict(err: &anyhow::Error) -> bool {
+    format!("{err:#}").contains("Could not set lock on file")
+}
+
+fn duckdb_config(settings: &Settings) -> duckdb::Result<Config> {
+    Config::default()
+        // A daemon never downloads code: json and parquet are built in.
+        .enable_autoload_extension(false)?
+        .threads(settings.duckdb_threads as i64)?
+        .max_memory(&settings.duckdb_memory_limit)
+}
+
+impl Buffer {
+    /// Opens (creating if needed) the buffer, once. A lock conflict is returned as an error that
+    /// `is_lock_conflict` recognises.
+    pub fn open(path: &Path, settings: &Settings) -> Result<Buffer> {
+        let config = duckdb_config(settings)
+            .with_context(|| format!("failed to configure DuckDB for {}", path.display()))?;
+        let conn = Connection::open_with_flags(path, config)
+            .with_context(|| format!("failed to open the buffer {}", path.display()))?;
+        let buffer = Buffer {
+            conn,
+            path: path.to_path_buf(),
+        };
+        buffer
+            .create_schema()
+            .with_context(|| format!("failed to set up the tables in {}", path.display()))?;
+        Ok(buffer)
+    }
+
+    /// Opens the buffer, waiting while another process holds it; gives up at `deadline`.
+    pub fn open_waiting(path: &Path, settings: &Settings, deadline: Instant) -> Result<Buffer> {
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match Buffer::open(path, settings) {
+                Err(e) if is_lock_conflict(&e) && Instant::now() + pause < deadline => {
+                    sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn create_schema(&self) -> Result<()> {
+        let columns: Vec<String> = COLUMNS.iter().map(|(n, t)| format!("{n} {t}")).collect();
+        self.conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS buffer_meta (schema_version INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS journal_logs ({});
+             CREATE TABLE IF NOT EXISTS collector_state (
+                 cursor VARCHAR,            -- NULL with at_head: read from the first entry
+                 at_head BOOLEAN NOT NULL,
+                 watermark TIMESTAMP,       -- everything before it has been read
+                 gaps_total UBIGINT NOT NULL,
+                 updated_at TIMESTAMP NOT NULL);",
+            columns.join(", ")
+        ))?;
+        let version: Option<i32> = self
+            .conn
+            .query_row("SELECT max(schema_version) FROM buffer_meta", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .flatten();
+        match version {
+            None => {
+                self.conn.execute(
+                    "INSERT INTO buffer_meta VALUES (?)",
+                    params![SCHEMA_VERSION],
+                )?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => bail!(
+                "schema version {v} is not the {SCHEMA_VERSION} this build knows; \
+                 flush it with the version that wrote it"
+            ),
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The collector's committed state, if it ever committed one.
+    pub fn collector_state(&self) -> Result<Option<CollectorState>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT cursor, at_head, epoch_us(watermark), gaps_total FROM collector_state LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, bool>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, u64>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .with_context(|| format!("failed to read the position from {}", self.path.display()))?;
+        Ok(row.map(|(cursor, at_head, watermark_usec, gaps_total)| {
+            CollectorState {
+                position: match cursor {
+                    Some(c) if !at_head => Position::After(c),
+                    _ => Position::Head,
+                },
+                watermark_usec,
+                gaps_total,
+            }
+        }))
+    }
+
+    /// Appends `rows` and records `state` in one transaction: the rows and the position can never
+    /// disagree, whatever instant the process dies at.
+    pub fn commit(&mut self, rows: Option<RecordBatch>, state: &CollectorState) -> Result<()> {
+        let result = self.commit_inner(rows, state);
+        if result.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        result.with_context(|| format!("failed to commit to the buffer {}", self.path.display()))
+    }
+
+    fn commit_inner(&mut self, rows: Option<RecordBatch>, state: &CollectorState) -> Result<()> {
+        self.conn.execute_batch("BEGIN TRANSACTION")?;
+        if let Some(rows) = rows {
+            let mut appender = self.conn.appender("journal_logs")?;
+            appender.append_record_batch(rows)?;
+            appender.flush()?;
+        }
+        let (cursor, at_head) = match &state.position {
+            Position::Head => (None, true),
+            Position::After(c) => (Some(c.as_str()), false),
+        };
+        self.conn.execute("DELETE FROM collector_state", [])?;
+        self.conn.execute(
+            "INSERT INTO collector_state VALUES (?, ?, make_timestamp(?), ?, now()::TIMESTAMP)",
+            params![cursor, at_head, state.watermark_usec, state.gaps_total],
+        )?;
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    pub fn row_count(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM journal_logs", [], |r| r.get(0))
+            .with_context(|| format!("failed to count rows in {}", self.path.display()))
+    }
+
+    /// Closes the file (DuckDB checkpoints on close) so that another process can open it.
+    pub fn close(self) -> Result<()> {
+        let path = self.path;
+        self.conn
+            .close()
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("failed to close the buffer {}", path.display()))
+    }
+}

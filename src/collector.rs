@@ -1,0 +1,635 @@
+//! The collector: journal → buffer, exactly once.
+//!
+//! Each commit appends a batch of rows and records the cursor of the last one in the same DuckDB
+//! transaction, then mirrors the cursor to the state file. A crash at any instant therefore leaves
+//! the buffer holding exactly the entries up to its recorded cursor, and the next start resumes
+//! right after it.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::buffer::{Buffer, CollectorState, Position};
+use crate::config::{CollectorArgs, Settings};
+use crate::handoff::{Listener, Peer};
+use crate::journal::{Journal, Source};
+use crate::position::{describe_jump, parse_cursor, read_state_file, write_state_file};
+use crate::row::{Batch, EntryMeta, Fields};
+use crate::service;
+
+/// Entries stamped this long before the moment the journal was last found caught up may be
+/// considered complete: journald stamps an entry and writes it in one step.
+const WATERMARK_GRACE: Duration = Duration::from_secs(5);
+/// How often STATUS= is refreshed at most.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// Reads entries from the journal, remembering where it is.
+struct Reader {
+    journal: Journal,
+    fields: Fields,
+    /// The journal is positioned on an entry not yet read (after a gap was found on resume).
+    unread_current: bool,
+    last_cursor: Option<String>,
+    newest_usec: Option<u64>,
+    corrupt_entries: u64,
+}
+
+enum Fill {
+    /// Reached the end of what the journal holds now.
+    CaughtUp,
+    /// Stopped because the batch is full or time is up; more is waiting.
+    More,
+}
+
+impl Reader {
+    /// Reads entries into `batch` until the journal is exhausted, the batch is full or `until`.
+    fn fill(&mut self, batch: &mut Batch, settings: &Settings, until: Instant) -> Result<Fill> {
+        let mut n = 0u32;
+        loop {
+            if batch.len() >= settings.max_batch_entries
+                || batch.byte_size() >= settings.max_batch_bytes
+            {
+                return Ok(Fill::More);
+            }
+            // Checking the clock every entry costs more than reading one; every 256 is enough.
+            n = n.wrapping_add(1);
+            if n % 256 == 0 && Instant::now() >= until {
+                return Ok(Fill::More);
+            }
+            if self.unread_current {
+                self.unread_current = false;
+            } else if !self.journal.next()? {
+                return Ok(Fill::CaughtUp);
+            }
+            self.read_current(batch)?;
+        }
+    }
+
+    fn read_current(&mut self, batch: &mut Batch) -> Result<()> {
+        let cursor = self.journal.cursor()?;
+        let realtime_usec = self.journal.realtime_usec()?;
+        let (monotonic_usec, boot_id) = self.journal.monotonic_usec()?;
+        self.fields.clear();
+        let fields = &mut self.fields;
+        let unreadable = self.journal.for_each_field(|data| fields.push(data))?;
+        if unreadable > 0 {
+            self.corrupt_entries += 1;
+            log::warn!(
+                "entry {cursor} in {} has a corrupt data object: kept the {} fields before it",
+                self.journal.source(),
+                self.fields.len()
+            );
+        }
+        batch.push(
+            &EntryMeta {
+                cursor: &cursor,
+                realtime_usec,
+                monotonic_usec,
+                boot_id,
+            },
+            &self.fields,
+        );
+        self.newest_usec = Some(realtime_usec);
+        self.last_cursor = Some(cursor);
+        Ok(())
+    }
+}
+
+fn now_usec() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn format_usec(usec: u64) -> String {
+    chrono::DateTime::from_timestamp_micros(usec as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| format!("{usec} µs"))
+}
+
+/// Creates the state directory (0750) or says which path could not be made.
+fn make_state_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .with_context(|| format!("failed to create the state directory {}", dir.display()))
+}
+
+/// One collector per state directory: the DuckDB lock alone does not say so while jp-flush holds
+/// the buffer.
+fn lock_state_dir(dir: &Path) -> Result<Flock<fs::File>> {
+    let path = dir.join("collector.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "another journal-parquet collector is running with {} ({}: {e})",
+            dir.display(),
+            path.display()
+        )
+    })
+}
+
+/// Decides where to resume from the buffer (authoritative) and the state file (a mirror).
+fn reconcile(stored: Option<&CollectorState>, state_file: &Path) -> Result<Option<Position>> {
+    let file = read_state_file(state_file);
+    match (stored.map(|s| &s.position), file) {
+        (Some(pos), Ok(file_cursor)) => {
+            if let (Position::After(c), Some(f)) = (pos, &file_cursor) {
+                if c != f {
+                    let behind = match (parse_cursor(c), parse_cursor(f)) {
+                        (Some(a), Some(b)) => a.seqnum_id == b.seqnum_id && b.seqnum < a.seqnum,
+                        _ => false,
+                    };
+                    if behind {
+                        log::info!(
+                            "{} is behind the buffer (stopped between a commit and its mirror); \
+                             resuming from the buffer's position",
+                            state_file.display()
+                        );
+                    } else {
+                        log::warn!(
+                            "{} holds {f} but the buffer's committed position is {c}; the buffer \
+                             wins, the state file is rewritten",
+                            state_file.display()
+                        );
+                    }
+                }
+            }
+            Ok(Some(pos.clone()))
+        }
+        (Some(pos), Err(e)) => {
+            log::warn!("{e:#}; the buffer's committed position wins, the state file is rewritten");
+            Ok(Some(pos.clone()))
+        }
+        (None, Ok(Some(cursor))) => {
+            log::warn!(
+                "the buffer has no position; resuming after the cursor in {}",
+                state_file.display()
+            );
+            Ok(Some(Position::After(cursor)))
+        }
+        (None, Ok(None)) => Ok(None),
+        (None, Err(e)) => Err(e.context(format!(
+            "no position in the buffer and the state file is unusable: refusing to guess where \
+             to start. Remove {} to start from the tail (entries since the last run are then \
+             skipped), or write a cursor into it",
+            state_file.display()
+        ))),
+    }
+}
+
+struct Collector {
+    settings: Settings,
+    buffer: Option<Buffer>,
+    reader: Reader,
+    state: CollectorState,
+    batch: Batch,
+    pending_since: Option<Instant>,
+    caught_up_at: Option<i64>,
+    buffered_rows: u64,
+    committed_total: u64,
+    last_status: Option<Instant>,
+    longest_pause: Duration,
+}
+
+impl Collector {
+    fn buffer(&mut self) -> &mut Buffer {
+        self.buffer.as_mut().expect("the collector holds the buffer outside hand-offs")
+    }
+
+    /// Commits the batch in hand (possibly empty) with the position and watermark, then mirrors
+    /// the position to the state file.
+    fn commit(&mut self) -> Result<()> {
+        if let Some(c) = &self.reader.last_cursor {
+            self.state.position = Position::After(c.clone());
+        }
+        self.state.watermark_usec = self
+            .caught_up_at
+            .map(|t| t - WATERMARK_GRACE.as_micros() as i64)
+            .or(self.state.watermark_usec);
+        let rows = (!self.batch.is_empty()).then(|| self.batch.take());
+        let n = rows.as_ref().map_or(0, |r| r.num_rows() as u64);
+        let state = self.state.clone();
+        let started = Instant::now();
+        self.buffer().commit(rows, &state)?;
+        self.buffered_rows += n;
+        self.committed_total += n;
+        self.pending_since = None;
+        if let Position::After(c) = &state.position {
+            write_state_file(&self.settings.state_file(), c)?;
+        }
+        log::debug!("committed {n} entries in {:?}", started.elapsed());
+        Ok(())
+    }
+
+    fn status_text(&self) -> String {
+        let newest = self
+            .reader
+            .newest_usec
+            .map(format_usec)
+            .unwrap_or_else(|| "none yet".into());
+        let lag = match (self.caught_up_at, self.reader.newest_usec) {
+            (Some(_), _) => "caught up".into(),
+            (None, Some(n)) => format!(
+                "lag {:.1} s",
+                (now_usec() - n as i64).max(0) as f64 / 1e6
+            ),
+            _ => "waiting for entries".into(),
+        };
+        format!(
+            "{} entries buffered, {} read since start; newest entry {newest}; {lag}",
+            self.buffered_rows, self.committed_total
+        )
+    }
+
+    fn refresh_status(&mut self, force: bool) {
+        if force || self.last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY) {
+            service::notify_status(&self.status_text());
+            self.last_status = Some(Instant::now());
+        }
+    }
+
+    /// Gives the buffer to a jp-flush and takes it back when it is done.
+    fn hand_off(&mut self, mut peer: Peer, signals: &mut service::Signals) -> Result<HandOff> {
+        let asked = Instant::now();
+        // Read to the end first so that the watermark covers everything up to now, but never
+        // for longer than a fraction of a second: jp-flush is waiting.
+        let until = asked + Duration::from_millis(200);
+        if let Fill::CaughtUp = self.reader.fill(&mut self.batch, &self.settings, until)? {
+            self.caught_up_at = Some(now_usec());
+        }
+        self.commit()?;
+        let buffer = self.buffer.take().expect("buffer is open outside hand-offs");
+        buffer.close()?;
+        if peer.grant().is_err() {
+            log::debug!("jp-flush went away before the buffer was handed over");
+        } else {
+            let pid = peer.pid.unwrap_or(0);
+            let watchdog = service::watchdog_interval();
+            let mut last_warning = Instant::now();
+            loop {
+                let mut fds = [
+                    PollFd::new(peer.fd(), PollFlags::POLLIN),
+                    PollFd::new(signals.fd(), PollFlags::POLLIN),
+                ];
+                let wait = watchdog.unwrap_or(Duration::from_secs(10)).min(Duration::from_secs(10));
+                poll(&mut fds, PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX))
+                    .context("failed to wait for jp-flush")?;
+                service::notify_watchdog();
+                if signals.pending().is_some() {
+                    return Ok(HandOff::Stop);
+                }
+                if peer.finished() {
+                    break;
+                }
+                if last_warning.elapsed() >= Duration::from_secs(60) {
+                    log::warn!(
+                        "jp-flush (PID {pid}) has held the buffer for {} s; the collector \
+                         resumes when it is done (nothing is lost meanwhile)",
+                        asked.elapsed().as_secs()
+                    );
+                    last_warning = Instant::now();
+                }
+            }
+        }
+        self.reopen(signals)?;
+        let pause = asked.elapsed();
+        self.longest_pause = self.longest_pause.max(pause);
+        log::debug!(
+            "handed the buffer to jp-flush and back in {:.1} ms (longest {:.1} ms)",
+            pause.as_secs_f64() * 1e3,
+            self.longest_pause.as_secs_f64() * 1e3
+        );
+        Ok(HandOff::Resumed)
+    }
+
+    /// `--flush-every`: the collector holds the buffer, so it exports completed minutes itself,
+    /// exactly as jp-flush would. A failure is logged and the rows stay for the next attempt.
+    fn flush_here(&mut self) -> Result<()> {
+        let until = Instant::now() + Duration::from_millis(200);
+        if let Fill::CaughtUp = self.reader.fill(&mut self.batch, &self.settings, until)? {
+            self.caught_up_at = Some(now_usec());
+        }
+        // A failed commit is fatal (the batch in hand would be lost): the caller exits and the
+        // next start resumes from the committed cursor. A failed export only costs a retry.
+        self.commit()?;
+        let buffer = self.buffer.as_ref().expect("the buffer is open");
+        match crate::flush::export(buffer, &self.settings, false) {
+            Ok(r) => log::debug!(
+                "flushed {} entries into {} files ({} merged)",
+                r.rows_exported,
+                r.files_written,
+                r.files_merged
+            ),
+            Err(e) => log::error!("{e:#}"),
+        }
+        self.buffered_rows = self.buffer().row_count()?;
+        Ok(())
+    }
+
+    /// Reopens the buffer after a hand-off, waiting as long as someone else holds it.
+    fn reopen(&mut self, signals: &mut service::Signals) -> Result<()> {
+        let path = self.settings.buffer_path();
+        let since = Instant::now();
+        loop {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            match Buffer::open_waiting(&path, &self.settings, deadline) {
+                Ok(b) => {
+                    self.buffered_rows = b.row_count()?;
+                    self.buffer = Some(b);
+                    return Ok(());
+                }
+                Err(e) if crate::buffer::is_lock_conflict(&e) => {
+                    service::notify_watchdog();
+                    if signals.pending().is_some() {
+                        bail!("stopped while waiting for {} to be released", path.display());
+                    }
+                    if since.elapsed() >= Duration::from_secs(60) {
+                        log::warn!("{e:#}; still waiting");
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+enum HandOff {
+    Resumed,
+    Stop,
+}
+
+/// Positions the journal for reading; returns the reader, and the position to commit at once
+/// when this is a first start (so that a crash before the first entry does not move the start).
+fn position_journal(
+    mut journal: Journal,
+    position: Option<&Position>,
+    from_head: bool,
+    gaps: &mut u64,
+) -> Result<(Reader, Option<Position>)> {
+    let mut unread_current = false;
+    let mut fresh = None;
+    match position {
+        None if from_head => {
+            journal.seek_head()?;
+            fresh = Some(Position::Head);
+        }
+        None => {
+            journal.seek_tail()?;
+            // Step onto the last entry: reading goes on after it, and its cursor is the start.
+            fresh = Some(match journal.previous()? {
+                true => Position::After(journal.cursor()?),
+                false => Position::Head,
+            });
+        }
+        Some(Position::Head) => journal.seek_head()?,
+        Some(Position::After(cursor)) => {
+            journal.seek_cursor(cursor)?;
+            if journal.next()? {
+                if !journal.test_cursor(cursor)? {
+                    // The saved entry is gone (vacuumed, rotated away, or another journal):
+                    // the entry we landed on is the first one not read yet.
+                    let landed = journal.cursor()?;
+                    *gaps += 1;
+                    log::warn!(
+                        "the saved position is no longer in {} (vacuumed?): resuming at the \
+                         oldest entry after it; {} (saved {cursor}, now at {landed})",
+                        journal.source(),
+                        describe_jump(cursor, &landed)
+                    );
+                    unread_current = true;
+                }
+            } else {
+                log::warn!(
+                    "the saved position is not in {} and nothing follows it; reading new entries \
+                     as they come",
+                    journal.source()
+                );
+            }
+        }
+    }
+    let last_cursor = match (&fresh, position) {
+        (Some(Position::After(c)), _) => Some(c.clone()),
+        (_, Some(Position::After(c))) => Some(c.clone()),
+        _ => None,
+    };
+    Ok((
+        Reader {
+            journal,
+            fields: Fields::default(),
+            unread_current,
+            last_cursor,
+            newest_usec: None,
+            corrupt_entries: 0,
+        },
+        fresh,
+    ))
+}
+
+/// Runs the collector until SIGTERM/SIGINT (or, with `--once`, until caught up).
+pub fn run(args: &CollectorArgs) -> Result<()> {
+    let settings =
+        Settings::resolve_with(&args.common, args.directory.as_deref(), args.flush_every)?;
+    service::init_logging(settings.log_level, "journal-parquet");
+    let mut signals = service::Signals::block()?;
+
+    make_state_dir(&settings.state_dir)?;
+    let _lock = lock_state_dir(&settings.state_dir)?;
+    let buffer_path = settings.buffer_path();
+    let buffer = Buffer::open_waiting(
+        &buffer_path,
+        &settings,
+        Instant::now() + Duration::from_secs(60),
+    )?;
+    let stored = buffer.collector_state()?;
+    let position = reconcile(stored.as_ref(), &settings.state_file())?;
+    let mut state = stored.unwrap_or(CollectorState {
+        position: Position::Head,
+        watermark_usec: None,
+        gaps_total: 0,
+    });
+
+    if let Source::Directory(dir) = &settings.source {
+        if !dir.is_dir() {
+            bail!("failed to read journal directory {}: not a directory", dir.display());
+        }
+    }
+    let journal = Journal::open(&settings.source)?;
+    let (reader, fresh) =
+        position_journal(journal, position.as_ref(), args.from_head, &mut state.gaps_total)?;
+    let buffered_rows = buffer.row_count()?;
+    let mut collector = Collector {
+        settings,
+        buffer: Some(buffer),
+        reader,
+        state,
+        batch: Batch::new(crate::layout::local_host_dir()),
+        pending_since: None,
+        caught_up_at: None,
+        buffered_rows,
+        committed_total: 0,
+        last_status: None,
+        longest_pause: Duration::ZERO,
+    };
+    if let Some(p) = fresh {
+        collector.state.position = p;
+        collector.commit()?;
+    }
+    let listener = Listener::bind(&collector.settings.handoff_socket())?;
+    log::info!(
+        "reading {} into {} from {}",
+        collector.reader.journal.source(),
+        buffer_path.display(),
+        match (&position, args.from_head) {
+            (Some(_), _) => "the saved position",
+            (None, true) => "the head (first start)",
+            (None, false) => "the tail (first start)",
+        }
+    );
+    service::notify_ready(&collector.status_text());
+    collector.last_status = Some(Instant::now());
+
+    let result = main_loop(&mut collector, &listener, &mut signals, args.once);
+    let stop_status = format!("stopping: {}", collector.status_text());
+    service::notify_stopping(&stop_status);
+    let result = result.and_then(|()| {
+        if collector.buffer.is_some() {
+            collector.commit()?;
+        }
+        Ok(())
+    });
+    if let Some(b) = collector.buffer.take() {
+        b.close()?;
+    }
+    result?;
+    log::info!(
+        "stopped after committing {} entries ({} gaps found so far)",
+        collector.committed_total,
+        collector.state.gaps_total
+    );
+    Ok(())
+}
+
+fn main_loop(
+    c: &mut Collector,
+    listener: &Listener,
+    signals: &mut service::Signals,
+    once: bool,
+) -> Result<()> {
+    let watchdog = service::watchdog_interval();
+    let mut last_ping = Instant::now();
+    let mut last_flush = Instant::now();
+    loop {
+        if let Some(every) = c.settings.flush_every {
+            if last_flush.elapsed() >= every {
+                c.flush_here()?;
+                last_flush = Instant::now();
+            }
+        }
+        let until = c.pending_since.unwrap_or_else(Instant::now) + c.settings.commit_interval;
+        let fill = c.reader.fill(&mut c.batch, &c.settings, until)?;
+        let caught_up = matches!(fill, Fill::CaughtUp);
+        if caught_up {
+            c.caught_up_at = Some(now_usec());
+        } else {
+            c.caught_up_at = None;
+        }
+        if !c.batch.is_empty() && c.pending_since.is_none() {
+            c.pending_since = Some(Instant::now());
+        }
+        let due = c
+            .pending_since
+            .is_some_and(|t| t.elapsed() >= c.settings.commit_interval);
+        let full = c.batch.len() >= c.settings.max_batch_entries
+            || c.batch.byte_size() >= c.settings.max_batch_bytes;
+        if once && caught_up {
+            // The caller's final commit records the rows and the watermark.
+            return Ok(());
+        }
+        if (due || full) && !c.batch.is_empty() {
+            c.commit()?;
+            c.refresh_status(false);
+        }
+
+        // Sleep only when caught up; otherwise just look at signals and hand-off requests.
+        let timeout = if caught_up {
+            let mut t = Duration::from_secs(3600);
+            if let Some(since) = c.pending_since {
+                t = t.min(c.settings.commit_interval.saturating_sub(since.elapsed()));
+            }
+            if let Some(w) = watchdog {
+                t = t.min(w.saturating_sub(last_ping.elapsed()));
+            }
+            if let Some(every) = c.settings.flush_every {
+                t = t.min(every.saturating_sub(last_flush.elapsed()));
+            }
+            if let Some(abs) = c.reader.journal.timeout_usec()? {
+                let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                    .map(|ts| ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1000)
+                    .unwrap_or(0);
+                t = t.min(Duration::from_micros(abs.saturating_sub(now)));
+            }
+            t
+        } else {
+            Duration::ZERO
+        };
+        let (jfd, jevents) = c.reader.journal.poll_fd()?;
+        // The fd stays open as long as the journal does.
+        let jfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(jfd) };
+        let mut fds = [
+            PollFd::new(signals.fd(), PollFlags::POLLIN),
+            PollFd::new(listener.fd(), PollFlags::POLLIN),
+            PollFd::new(jfd, PollFlags::from_bits_truncate(jevents)),
+        ];
+        let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("failed to wait for the journal"),
+        }
+        let signalled = fds[0].any().unwrap_or(false);
+        let asked = fds[1].any().unwrap_or(false);
+        let journal_woke = fds[2].any().unwrap_or(false);
+
+        if let Some(w) = watchdog {
+            if last_ping.elapsed() >= w {
+                service::notify_watchdog();
+                last_ping = Instant::now();
+            }
+        }
+        if signalled {
+            if let Some(sig) = signals.pending() {
+                log::info!("received {sig}, committing what was read and stopping");
+                return Ok(());
+            }
+        }
+        if asked {
+            if let Some(peer) = listener.accept() {
+                match c.hand_off(peer, signals)? {
+                    HandOff::Resumed => c.refresh_status(true),
+                    HandOff::Stop => {
+                        log::info!("stopping during a hand-off; everything read was committed");
+                        return Ok(());
+                    }
+                }
+                last_ping = Instant::now();
+            }
+        }
+        if journal_woke || caught_up {
+            c.reader.journal.process()?;
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Command lines, the TOML configuration file, and the settings both binaries run with.
+//!
+//! Precedence: command-line flag, then the config file, then the systemd environment
+//! (`$STATE_DIRECTORY`), then a default relative to the working directory. An unknown key or a bad
+//! value in the config file is an error naming the file and the key (exit 78, EX_CONFIG).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use log::LevelFilter;
+use serde::Deserialize;
+
+use crate::flush::Compression;
+use crate::journal::Source;
+
+/// The config file read when `--config` is not given; a missing default file means defaults.
+pub const DEFAULT_CONFIG: &str = "/etc/journal-parquet/config.toml";
+
+/// A configuration problem: the binaries exit with 78 (EX_CONFIG) for it.
+#[derive(Debug)]
+pub struct BadConfig(pub String);
+
+impl std::fmt::Display for BadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadConfig {}
+
+/// Options both binaries share.
+#[derive(Debug, Clone, Parser)]
+pub struct CommonArgs {
+    /// Where the buffer (buffer.duckdb), the cursor file and the hand-off socket live
+    /// [default: $STATE_DIRECTORY, else ./state]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where the Parquet tree is written [default: $STATE_DIRECTORY/data, else ./data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file [default: /etc/journal-parquet/config.toml if it exists]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// error, warn, info, debug or trace [default: info, or $JOURNAL_PARQUET_LOG_LEVEL]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// journal-parquet: reads the journal into the DuckDB buffer.
+#[derive(Debug, Parser)]
+#[command(name = "journal-parquet", version, about, long_about = None)]
+pub struct CollectorArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Read the journal files in DIR instead of the system and user journals (like journalctl -D)
+    #[arg(long, value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+    /// With no saved position, start at the oldest entry instead of the tail
+    #[arg(long)]
+    pub from_head: bool,
+    /// Exit 0 once every entry readable so far is committed to the buffer
+    #[arg(long)]
+    pub once: bool,
+    /// Also write completed minutes to Parquet every SECONDS, as jp-flush does (for running
+    /// without the timer, e.g. in the foreground) [config: flush_every_sec]
+    #[arg(long, value_name = "SECONDS")]
+    pub flush_every: Option<u64>,
+}
+
+/// jp-flush: writes completed minutes from the buffer to Parquet files.
+#[derive(Debug, Parser)]
+#[command(name = "jp-flush", version, about, long_about = None)]
+pub struct FlushArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Also write the minute still in progress (a final flush)
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// The keys of the config file. Every key is optional; see packaging/config.toml for the
+/// documented defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    state_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    journal_directory: Option<PathBuf>,
+    commit_interval_ms: Option<u64>,
+    max_batch_entries: Option<usize>,
+    max_batch_mib: Option<usize>,
+    duckdb_memory_limit: Option<String>,
+    duckdb_threads: Option<u32>,
+    handoff_timeout_sec: Option<u64>,
+    log_level: Option<String>,
+    compression: Option<String>,
+    flush_every_sec: Option<u64>,
+}
+
+/// Everything a binary runs with, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub source: Source,
+    pub commit_interval: Duration,
+    pub max_batch_entries: usize,
+    pub max_batch_bytes: usize,
+    pub duckdb_memory_limit: String,
+    pub duckdb_threads: u32,
+    /// How long jp-flush waits for the buffer before giving up with exit 75.
+    pub handoff_timeout: Duration,
+    pub log_level: LevelFilter,
+    pub compression: Compression,
+    /// The collector flushes completed minutes itself this often (None: jp-flush does it).
+    pub flush_every: Option<Duration>,
+}
+
+impl Settings {
+    pub fn buffer_path(&self) -> PathBuf {
+        self.state_dir.join("buffer.duckdb")
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("cursor")
+    }
+
+    pub fn handoff_socket(&self) -> PathBuf {
+        self.state_dir.join("handoff.sock")
+    }
+
+    /// Resolves flags, the config file and the environment into settings.
+    pub fn resolve(common: &CommonArgs, directory: Option<&Path>) -> Result<Settings> {
+        Settings::resolve_with(common, directory, None)
+    }
+
+    /// `resolve`, with the collector's `--flush-every`.
+    pub fn resolve_with(
+        common: &CommonArgs,
+        directory: Option<&Path>,
+        flush_every: Option<u64>,
+    ) -> Result<Settings> {
+        let (file, path) = load_file(common.config.as_deref())?;
+        let bad = |key: &str, why: &str| {
+            let where_ = path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "the command line".into());
+            BadConfig(format!("{where_}: key `{key}`: {why}"))
+        };
+
+        // systemd may list several directories, colon-separated: the first is ours.
+        let systemd_state = std::env::var_os("STATE_DIRECTORY")
+            .and_then(|v| v.to_str().and_then(|s| s.split(':').next().map(PathBuf::from)))
+            .filter(|p| !p.as_os_str().is_empty());
+        let state_dir = common
+            .state_dir
+            .clone()
+            .or(file.state_dir)
+            .or(systemd_state.clone())
+            .unwrap_or_else(|| PathBuf::from("state"));
+        let data_dir = common
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .or(systemd_state.map(|s| s.join("data")))
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let source = match directory.map(Path::to_path_buf).or(file.journal_directory) {
+            Some(dir) => Source::Directory(dir),
+            None => Source::System,
+        };
+
+        let commit_ms = file.commit_interval_ms.unwrap_or(1000);
+        if !(10..=60_000).contains(&commit_ms) {
+            return Err(bad("commit_interval_ms", "must be between 10 and 60000").into());
+        }
+        let max_batch_entries = file.max_batch_entries.unwrap_or(100_000);
+        if !(1..=10_000_000).contains(&max_batch_entries) {
+            return Err(bad("max_batch_entries", "must be between 1 and 10000000").into());
+        }
+        let max_batch_mib = file.max_batch_mib.unwrap_or(64);
+        if !(1..=4096).contains(&max_batch_mib) {
+            return Err(bad("max_batch_mib", "must be between 1 and 4096").into());
+        }
+        let duckdb_memory_limit = file.duckdb_memory_limit.unwrap_or_else(|| "256MB".into());
+        if !valid_memory_limit(&duckdb_memory_limit) {
+            return Err(bad("duckdb_memory_limit", "must look like 256MB or 1GB").into());
+        }
+        let duckdb_threads = file.duckdb_threads.unwrap_or(2);
+        if !(1..=256).contains(&duckdb_threads) {
+            return Err(bad("duckdb_threads", "must be between 1 and 256").into());
+        }
+        let handoff_timeout = file.handoff_timeout_sec.unwrap_or(50);
+        if !(1..=3600).contains(&handoff_timeout) {
+            return Err(bad("handoff_timeout_sec", "must be between 1 and 3600").into());
+        }
+        let level_text = common
+            .log_level
+            .clone()
+            .or(file.log_level)
+            .or_else(|| std::env::var("JOURNAL_PARQUET_LOG_LEVEL").ok())
+            .unwrap_or_else(|| "info".into());
+        let log_level: LevelFilter = level_text.parse().map_err(|_| {
+            bad(
+                "log_level",
+                &format!("{level_text:?} is not one of error, warn, info, debug, trace"),
+            )
+        })?;
+
+        let compression_text = file.compression.unwrap_or_else(|| "zstd".into());
+        let compression = Compression::parse(&compression_text).ok_or_else(|| {
+            bad(
+                "compression",
+                &format!("{compression_text:?} is not one of zstd, snappy, none"),
+            )
+        })?;
+        let flush_every = match flush_every.or(file.flush_every_sec) {
+            Some(0) | None => None,
+            Some(s) if s <= 86_400 => Some(Duration::from_secs(s)),
+            Some(_) => return Err(bad("flush_every_sec", "must be at most 86400").into()),
+        };
+
+        Ok(Settings {
+            state_dir,
+            data_dir,
+            source,
+            commit_interval: Duration::from_millis(commit_ms),
+            max_batch_entries,
+            max_batch_bytes: max_batch_mib << 20,
+            duckdb_memory_limit,
+            duckdb_threads,
+            handoff_timeout: Duration::from_secs(handoff_timeout),
+            log_level,
+            compression,
+            flush_every,
+        })
+    }
+}
+
+fn valid_memory_limit(text: &str) -> bool {
+    let t = text.trim().to_ascii_uppercase();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &t[digits.len()..];
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && ["B", "KB", "MB", "GB", "KIB", "MIB", "GIB"].contains(&unit)
+}
+
+/// Reads the config file: the given one (which must exist), else the default one if present.
+fn load_file(given: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>)> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
+        None => return Ok((FileConfig::default(), None)),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| BadConfig(format!("failed to read {}: {e}", path.display())))?;
+    let file: FileConfig = toml::from_str(&text).map_err(|e| {
+        BadConfig(format!(
+            "{}: {}",
+            path.display(),
+            e.to_string().trim_end().replace('\n', " ")
+        ))
+    })?;
+    Ok((file, Some(path)))
+}
+
+/// Used by the binaries' `main` to turn an error into the documented exit code.
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<BadConfig>().is_some() {
+        78
+    } else {
+        1
+    }
+}
+
+impl CommonArgs {
+    /// Checks that the config file named on the command line parses, for `--check-config`.
+    pub fn check(&self) -> Result<()> {
+        Settings::resolve(self, None)
+            .map(drop)
+            .context("configuration check failed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common_with(config: &Path) -> CommonArgs {
+        CommonArgs {
+            state_dir: None,
+            data_dir: None,
+            config: Some(config.to_path_buf()),
+            log_level: None,
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "commit_intervall_ms = 5\n").unwrap();
+        let err = Settings::resolve(&common_with(&path), None).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("commit_intervall_ms"), "{text}");
+        assert_eq!(exit_code_for(&err), 78);
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "duckdb_memory_limit = \"lots\"\n").unwrap();
+        let err = Settings::resolve(&common_with(&path), None).unwrap_err();
+        assert!(format!("{err:#}").contains("duckdb_memory_limit"));
+        assert_eq!(exit_code_for(&err), 78);
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "state_dir = \"/from/file\"\ndata_dir = \"/d\"\n").unwrap();
+        let mut common = common_with(&path);
+        common.state_dir = Some("/from/flag".into());
+        let s = Settings::resolve(&common, None).unwrap();
+        assert_eq!(s.state_dir, PathBuf::from("/from/flag"));
+        assert_eq!(s.data_dir, PathBuf::from("/d"));
+        assert_eq!(s.buffer_path(), PathBuf::from("/from/flag/buffer.duckdb"));
+    }
+}

@@ -1,0 +1,216 @@
+//! Reading the journal in-process through libsystemd's `sd_journal_*` API.
+//!
+//! The `systemd` crate's `next_entry()` collapses repeated fields and decodes bytes lossily, so this
+//! module talks to libsystemd-sys directly: every data object of an entry comes out as raw bytes,
+//! in journal order, repeats included, with no size threshold.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libsystemd_sys::journal as ffi;
+
+/// Which journal files to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Every journal this process may read: the system journal and every user's
+    /// (`sd_journal_open` with no flags, like `journalctl` without `-D`).
+    System,
+    /// The journal files in one directory (like `journalctl -D DIR`).
+    Directory(PathBuf),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::System => write!(f, "the system and user journals"),
+            Source::Directory(dir) => write!(f, "the journal files in {}", dir.display()),
+        }
+    }
+}
+
+/// What `sd_journal_process` says changed since the last wake-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Nothing,
+    Appended,
+    /// Files were added or removed (rotation, vacuum): positions stay valid.
+    Invalidated,
+}
+
+/// An open journal. Not `Send`: libsystemd's handle belongs to the thread that opened it.
+pub struct Journal {
+    handle: *mut ffi::sd_journal,
+    source: Source,
+}
+
+fn errno_text(r: i32) -> String {
+    std::io::Error::from_raw_os_error(-r).to_string()
+}
+
+impl Journal {
+    pub fn open(source: &Source) -> Result<Journal> {
+        let mut handle = std::ptr::null_mut();
+        let r = match source {
+            // No flags: system and user journals, local and (where linked) other machines'.
+            Source::System => unsafe { ffi::sd_journal_open(&mut handle, 0) },
+            Source::Directory(dir) => {
+                let c = path_cstring(dir)?;
+                unsafe { ffi::sd_journal_open_directory(&mut handle, c.as_ptr(), 0) }
+            }
+        };
+        if r < 0 {
+            bail!("failed to open {source}: {}", errno_text(r));
+        }
+        let journal = Journal {
+            handle,
+            source: source.clone(),
+        };
+        // 0 = no threshold: values over the 64 KiB default come back whole.
+        journal.check(
+            unsafe { ffi::sd_journal_set_data_threshold(handle, 0) },
+            "set the data threshold of",
+        )?;
+        Ok(journal)
+    }
+
+    fn check(&self, r: i32, action: &str) -> Result<i32> {
+        if r < 0 {
+            bail!("failed to {action} {}: {}", self.source, errno_text(r));
+        }
+        Ok(r)
+    }
+
+    pub fn seek_head(&mut self) -> Result<()> {
+        let r = unsafe { ffi::sd_journal_seek_head(self.handle) };
+        self.check(r, "seek to the head of").map(drop)
+    }
+
+    pub fn seek_tail(&mut self) -> Result<()> {
+        let r = unsafe { ffi::sd_journal_seek_tail(self.handle) };
+        self.check(r, "seek to the tail of").map(drop)
+    }
+
+    pub fn seek_cursor(&mut self, cursor: &str) -> Result<()> {
+        let c = CString::new(cursor).context("a cursor cannot contain a NUL byte")?;
+        let r = unsafe { ffi::sd_journal_seek_cursor(self.handle, c.as_ptr()) };
+        self.check(r, "seek to a cursor in").map(drop)
+    }
+
+    /// Whether the current entry is the one `cursor` names.
+    pub fn test_cursor(&mut self, cursor: &str) -> Result<bool> {
+        let c = CString::new(cursor).context("a cursor cannot contain a NUL byte")?;
+        let r = unsafe { ffi::sd_journal_test_cursor(self.handle, c.as_ptr()) };
+        Ok(self.check(r, "test a cursor in")? > 0)
+    }
+
+    /// Moves to the next entry; false at the end of the journal.
+    pub fn next(&mut self) -> Result<bool> {
+        let r = unsafe { ffi::sd_journal_next(self.handle) };
+        Ok(self.check(r, "read the next entry of")? > 0)
+    }
+
+    pub fn previous(&mut self) -> Result<bool> {
+        let r = unsafe { ffi::sd_journal_previous(self.handle) };
+        Ok(self.check(r, "read the previous entry of")? > 0)
+    }
+
+    pub fn cursor(&self) -> Result<String> {
+        let mut ptr: *const libc::c_char = std::ptr::null();
+        let r = unsafe { ffi::sd_journal_get_cursor(self.handle, &mut ptr) };
+        self.check(r, "get the cursor of an entry in")?;
+        // sd_journal_get_cursor hands over a malloc()ed string.
+        let cursor = unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned();
+        unsafe { libc::free(ptr as *mut libc::c_void) };
+        Ok(cursor)
+    }
+
+    pub fn realtime_usec(&self) -> Result<u64> {
+        let mut usec = 0u64;
+        let r = unsafe { ffi::sd_journal_get_realtime_usec(self.handle, &mut usec) };
+        self.check(r, "get the timestamp of an entry in")?;
+        Ok(usec)
+    }
+
+    /// The monotonic timestamp and the boot ID it counts from.
+    pub fn monotonic_usec(&self) -> Result<(u64, [u8; 16])> {
+        let mut usec = 0u64;
+        let mut boot = libsystemd_sys::id128::sd_id128_t { bytes: [0; 16] };
+        let r = unsafe { ffi::sd_journal_get_monotonic_usec(self.handle, &mut usec, &mut boot) };
+        self.check(r, "get the monotonic timestamp of an entry in")?;
+        Ok((usec, boot.bytes))
+    }
+
+    /// Calls `each` with every data object (`NAME=value`, raw bytes) of the current entry, in
+    /// journal order, repeated names included. Returns how many objects could not be read
+    /// (corrupt data objects stop the enumeration: libsystemd 252 does not step over them).
+    pub fn for_each_field(&mut self, mut each: impl FnMut(&[u8])) -> Result<usize> {
+        unsafe { ffi::sd_journal_restart_data(self.handle) };
+        loop {
+            let mut data: *const libc::c_void = std::ptr::null();
+            let mut len: libc::size_t = 0;
+            let r = unsafe { ffi::sd_journal_enumerate_data(self.handle, &mut data, &mut len) };
+            if r == 0 {
+                return Ok(0);
+            }
+            if r < 0 {
+                return Ok(1);
+            }
+            // The pointer is only valid until the next enumerate call: `each` copies what it keeps.
+            each(unsafe { std::slice::from_raw_parts(data as *const u8, len) });
+        }
+    }
+
+    /// The file descriptor to poll for new entries, and the events to poll it for.
+    pub fn poll_fd(&self) -> Result<(RawFd, i16)> {
+        let fd = unsafe { ffi::sd_journal_get_fd(self.handle) };
+        self.check(fd, "get a file descriptor to watch")?;
+        let events = unsafe { ffi::sd_journal_get_events(self.handle) };
+        self.check(events, "get the events to watch for")?;
+        Ok((fd, events as i16))
+    }
+
+    /// How long libsystemd may sleep before it must be woken (it polls files it cannot watch).
+    pub fn timeout_usec(&self) -> Result<Option<u64>> {
+        let mut usec = u64::MAX;
+        let r = unsafe { ffi::sd_journal_get_timeout(self.handle, &mut usec) };
+        self.check(r, "get the wake-up timeout of")?;
+        Ok((usec != u64::MAX).then_some(usec))
+    }
+
+    /// Lets libsystemd handle what woke the poll: new files, rotation, appended entries.
+    pub fn process(&mut self) -> Result<Change> {
+        let r = unsafe { ffi::sd_journal_process(self.handle) };
+        Ok(match self.check(r, "process changes to")? {
+            ffi::SD_JOURNAL_APPEND => Change::Appended,
+            ffi::SD_JOURNAL_INVALIDATE => Change::Invalidated,
+            _ => Change::Nothing,
+        })
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        unsafe { ffi::sd_journal_close(self.handle) };
+    }
+}
+
+fn path_cstring(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .with_context(|| format!("path {} contains a NUL byte", path.display()))
+}
+
+/// Lower-case hex of a 128-bit ID, as journalctl prints `_BOOT_ID`.
+pub fn id128_hex(id: &[u8; 16]) -> String {
+    let mut s = String::with_capacity(32);
+    for b in id {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}

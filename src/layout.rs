@@ -1,0 +1,154 @@
+//! Where a minute of one host goes: `DATA/HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet`, and how a
+//! `_HOSTNAME` becomes one safe path segment.
+//!
+//! A plain host name (letters, digits, '-' and '.', dot-separated labels that start and end with a
+//! letter or digit, at most 64 bytes) is used as it is. Anything else — empty, `..`, `a/b`,
+//! control characters, non-UTF-8, over 64 bytes — is escaped: `_` followed by the bytes, with every
+//! byte outside `[A-Za-z0-9.-]` written as `%XX`. A plain name never starts with `_`, so an escaped
+//! name never equals a plain one, and the escaping is reversible (`unescape_host`). An escaped name
+//! longer than 160 bytes keeps its first 120 bytes and ends with `~` and 32 hex digits of the
+//! SHA-256 of the whole raw value: still one segment, still distinct, and the full value is in
+//! every row's `hostname` and `fields`.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+const MAX_PLAIN: usize = 64;
+const MAX_ESCAPED: usize = 160;
+const KEEP_WHEN_LONG: usize = 120;
+
+/// True for a name used as its own directory.
+pub fn is_plain_host(name: &[u8]) -> bool {
+    if name.is_empty() || name.len() > MAX_PLAIN {
+        return false;
+    }
+    name.split(|&b| b == b'.').all(|label| {
+        !label.is_empty()
+            && label.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && label[0] != b'-'
+            && label[label.len() - 1] != b'-'
+    })
+}
+
+/// The directory name for a raw `_HOSTNAME` value.
+pub fn host_dir(raw: &[u8]) -> String {
+    if is_plain_host(raw) {
+        // Plain names are ASCII.
+        return String::from_utf8_lossy(raw).into_owned();
+    }
+    let mut out = String::from("_");
+    for &b in raw {
+        if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.len() > MAX_ESCAPED {
+        let mut cut = KEEP_WHEN_LONG;
+        // Do not cut a %XX in two.
+        while out.as_bytes()[cut - 1] == b'%' || out.as_bytes()[cut - 2] == b'%' {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        let digest = Sha256::digest(raw);
+        out.push('~');
+        for b in &digest[..16] {
+            out.push_str(&format!("{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The raw name behind a directory made by `host_dir`; `None` for a shortened (hashed) one or a
+/// name `host_dir` cannot have made.
+pub fn unescape_host(dir: &str) -> Option<Vec<u8>> {
+    let Some(rest) = dir.strip_prefix('_') else {
+        return is_plain_host(dir.as_bytes()).then(|| dir.as_bytes().to_vec());
+    };
+    if rest.contains('~') {
+        return None;
+    }
+    let mut out = Vec::new();
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// `DATA/HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet` for the minute starting at `minute_usec` (UTC).
+pub fn minute_file(data_dir: &Path, host_dir: &str, minute_usec: i64) -> PathBuf {
+    let t = chrono::DateTime::from_timestamp_micros(minute_usec).unwrap_or_default();
+    data_dir
+        .join(host_dir)
+        .join(t.format("%Y").to_string())
+        .join(t.format("%m").to_string())
+        .join(t.format("%d").to_string())
+        .join(t.format("%Y%m%d-%H%M.parquet").to_string())
+}
+
+/// The machine's own host name, used for entries without `_HOSTNAME`.
+pub fn local_host_dir() -> String {
+    host_dir(gethostname::gethostname().as_encoded_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_stay_as_they_are() {
+        for name in ["web-01", "db01.example.org", "A", "x-y.z"] {
+            assert_eq!(host_dir(name.as_bytes()), name);
+        }
+    }
+
+    #[test]
+    fn hostile_names_become_one_safe_distinct_segment() {
+        let hostile: Vec<Vec<u8>> = vec![
+            b"../../etc".to_vec(),
+            b"a/b".to_vec(),
+            b"".to_vec(),
+            b"..".to_vec(),
+            b".".to_vec(),
+            b"a\nb".to_vec(),
+            b"\xff\xfe".to_vec(),
+            b"_web-01".to_vec(),
+            b"%2F".to_vec(),
+            vec![b'a'; 300],
+            vec![b'/'; 300],
+            [vec![b'a'; 300], vec![b'b']].concat(),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for raw in &hostile {
+            let dir = host_dir(raw);
+            assert!(dir.starts_with('_'), "{dir}");
+            assert!(!dir.contains('/') && dir != "." && dir != "..", "{dir}");
+            assert!(dir.len() <= MAX_ESCAPED + 33, "{} bytes", dir.len());
+            assert!(dir.bytes().all(|b| b.is_ascii_graphic()), "{dir}");
+            assert!(seen.insert(dir.clone()), "{dir} shared by two names");
+            if let Some(back) = unescape_host(&dir) {
+                assert_eq!(&back, raw);
+            } else {
+                assert!(raw.len() > 50, "only long names are shortened");
+            }
+        }
+    }
+
+    #[test]
+    fn minute_file_is_utc_by_minute() {
+        // 2024-03-01 00:05:00 UTC
+        let p = minute_file(Path::new("/d"), "web-01", 1_709_251_500_000_000);
+        assert_eq!(p, PathBuf::from("/d/web-01/2024/03/01/20240301-0005.parquet"));
+    }
+}

@@ -1,0 +1,41 @@
+//! journal-parquet: archives the systemd journal as Parquet, exactly once, every field intact.
+//!
+//! The collector (`journal-parquet`) reads the journal through libsystemd into a DuckDB buffer
+//! (`buffer`), committing its journal position with the rows; `jp-flush` takes the buffer over
+//! through the hand-off (`handoff`) and writes completed minutes as Parquet files (`flush`).
+
+pub mod buffer;
+pub mod collector;
+pub mod config;
+pub mod flush;
+pub mod handoff;
+pub mod journal;
+pub mod layout;
+pub mod position;
+pub mod row;
+pub mod service;
+
+use std::process::ExitCode;
+
+/// Runs `body` and turns its error into the documented exit code, logging the whole error chain
+/// once: 1 failure, 75 the buffer could not be had in time, 78 bad configuration. (Usage errors
+/// exit 2 from argument parsing, before this runs.)
+pub fn exit_with(identifier: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let code = if err.downcast_ref::<handoff::Unavailable>().is_some() {
+                75
+            } else {
+                config::exit_code_for(&err)
+            };
+            if log::max_level() == log::LevelFilter::Off {
+                // Logging was never set up (the config was rejected): plain stderr.
+                eprintln!("{identifier}: error: {err:#}");
+            } else {
+                log::error!("{err:#}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Where the collector is in the journal: cursors, and the state file that mirrors the buffer's
+//! committed position.
+//!
+//! The state file (`STATE/cursor`) holds the cursor alone, the same format `journalctl
+//! --cursor-file` reads, so an operator can run `journalctl --after-cursor "$(cat …/cursor)"`.
+//! It is a mirror: the buffer's own copy, committed in the same transaction as the rows, wins.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// The parts of a journal cursor (`s=…;i=…;b=…;m=…;t=…;x=…`) that say where an entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorParts {
+    pub seqnum_id: String,
+    pub seqnum: u64,
+    pub boot_id: String,
+    pub realtime_usec: u64,
+}
+
+/// Parses a cursor as libsystemd writes it; `None` for anything else.
+pub fn parse_cursor(cursor: &str) -> Option<CursorParts> {
+    let (mut s, mut i, mut b, mut t) = (None, None, None, None);
+    for part in cursor.split(';') {
+        let (key, value) = part.split_once('=')?;
+        match key {
+            "s" => s = Some(value),
+            "i" => i = Some(u64::from_str_radix(value, 16).ok()?),
+            "b" => b = Some(value),
+            "t" => t = Some(u64::from_str_radix(value, 16).ok()?),
+            "m" | "x" => {
+                u64::from_str_radix(value, 16).ok()?;
+            }
+            _ => return None,
+        }
+    }
+    let is_id = |v: &str| v.len() == 32 && v.bytes().all(|c| c.is_ascii_hexdigit());
+    let (s, b) = (s?, b?);
+    if !is_id(s) || !is_id(b) {
+        return None;
+    }
+    Some(CursorParts {
+        seqnum_id: s.to_owned(),
+        seqnum: i?,
+        boot_id: b.to_owned(),
+        realtime_usec: t?,
+    })
+}
+
+/// Describes how far the journal moved between two cursors, for the log line about a gap.
+pub fn describe_jump(from: &str, to: &str) -> String {
+    match (parse_cursor(from), parse_cursor(to)) {
+        (Some(a), Some(b)) => {
+            let seconds = (b.realtime_usec as i128 - a.realtime_usec as i128) as f64 / 1e6;
+            if a.seqnum_id == b.seqnum_id && b.seqnum > a.seqnum {
+                format!(
+                    "{} entries skipped, {seconds:.1} s of journal time",
+                    b.seqnum - a.seqnum - 1
+                )
+            } else {
+                format!("{seconds:.1} s of journal time (sequence numbers not comparable)")
+            }
+        }
+        _ => "distance unknown".to_owned(),
+    }
+}
+
+/// Reads the state file. `Ok(None)` when it does not exist; an error (naming the file) when it
+/// cannot be read or does not hold a cursor.
+pub fn read_state_file(path: &Path) -> Result<Option<String>> {
+    let text = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+    };
+    let text = String::from_utf8(text)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .unwrap_or_default();
+    if parse_cursor(&text).is_none() {
+        bail!(
+            "{} does not hold a journal cursor ({} bytes of something else)",
+            path.display(),
+            text.len()
+        );
+    }
+    Ok(Some(text))
+}
+
+/// Replaces the state file atomically and durably: temp file, fsync, rename, fsync of the dir.
+pub fn write_state_file(path: &Path, cursor: &str) -> Result<()> {
+    write_atomically(path, format!("{cursor}\n").as_bytes(), 0o640)
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().context("a file name is needed")?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    result.with_context(|| format!("failed to write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CURSOR: &str = "s=c5c86ce63ace4a4390b69b17d70f6b47;i=1f;b=795b929e9a9a80fdea7b5bf55eb561a4;m=2db8584a56f;t=6128e0e9baf30;x=72c0fbb3667d785";
+
+    #[test]
+    fn parses_a_libsystemd_cursor() {
+        let p = parse_cursor(CURSOR).unwrap();
+        assert_eq!(p.seqnum, 0x1f);
+        assert_eq!(p.realtime_usec, 0x6128e0e9baf30);
+        assert_eq!(p.seqnum_id, "c5c86ce63ace4a4390b69b17d70f6b47");
+    }
+
+    #[test]
+    fn rejects_garbage_as_a_cursor() {
+        for bad in ["", "head", "s=1;i=2", &CURSOR.replace("i=1f", "i=zz"), "\u{0}\u{1}"] {
+            assert!(parse_cursor(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn jump_counts_skipped_entries_within_one_sequence() {
+        let later = CURSOR.replace("i=1f", "i=2f").replace("t=6128e0e9baf30", "t=6128e0f8fd170");
+        assert_eq!(
+            describe_jump(CURSOR, &later),
+            "15 entries skipped, 1.0 s of journal time"
+        );
+    }
+
+    #[test]
+    fn state_file_round_trips_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        assert_eq!(read_state_file(&path).unwrap(), None);
+        write_state_file(&path, CURSOR).unwrap();
+        assert_eq!(read_state_file(&path).unwrap().as_deref(), Some(CURSOR));
+        fs::write(&path, b"\xff\x00garbage").unwrap();
+        let err = format!("{:#}", read_state_file(&path).unwrap_err());
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+}

@@ -1,0 +1,529 @@
+//! One journal entry → one row of `journal_logs`: the lossless `fields` JSON and the typed columns
+//! promoted from it. The same columns, in the same order, make up every Parquet file.
+
+use std::sync::Arc;
+
+use duckdb::arrow::array::{
+    ArrayRef, Int32Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+    UInt8Builder,
+};
+use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use duckdb::arrow::record_batch::RecordBatch;
+
+use crate::journal::id128_hex;
+use crate::layout::host_dir;
+
+/// The columns of `journal_logs` and of the Parquet files, in order, with their DuckDB types.
+pub const COLUMNS: &[(&str, &str)] = &[
+    ("timestamp", "TIMESTAMP"),
+    ("minute_key", "TIMESTAMP"),
+    ("hostname", "VARCHAR"),
+    ("cursor", "VARCHAR"),
+    ("fields", "JSON"),
+    ("message", "VARCHAR"),
+    ("priority", "UTINYINT"),
+    ("syslog_identifier", "VARCHAR"),
+    ("systemd_unit", "VARCHAR"),
+    ("pid", "INTEGER"),
+    ("uid", "INTEGER"),
+    ("gid", "INTEGER"),
+    ("comm", "VARCHAR"),
+    ("exe", "VARCHAR"),
+    ("boot_id", "VARCHAR"),
+    ("machine_id", "VARCHAR"),
+    ("transport", "VARCHAR"),
+    ("monotonic_usec", "UBIGINT"),
+    ("source_timestamp", "TIMESTAMP"),
+    // Buffer only, not exported: the entry's directory under DATA (see `layout`), computed once at
+    // ingest so that jp-flush can group rows by it.
+    ("host_dir", "VARCHAR"),
+];
+
+/// The one buffer column that is not written to Parquet.
+pub const BUFFER_ONLY_COLUMN: &str = "host_dir";
+
+/// Journal fields promoted to typed columns; the slot is the index into `Promoted::first`.
+const PROMOTED: &[&[u8]] = &[
+    b"_HOSTNAME",
+    b"MESSAGE",
+    b"PRIORITY",
+    b"SYSLOG_IDENTIFIER",
+    b"_SYSTEMD_UNIT",
+    b"_PID",
+    b"_UID",
+    b"_GID",
+    b"_COMM",
+    b"_EXE",
+    b"_MACHINE_ID",
+    b"_TRANSPORT",
+    b"_SOURCE_REALTIME_TIMESTAMP",
+];
+const HOSTNAME: usize = 0;
+const MESSAGE: usize = 1;
+const PRIORITY: usize = 2;
+const SYSLOG_IDENTIFIER: usize = 3;
+const SYSTEMD_UNIT: usize = 4;
+const PID: usize = 5;
+const UID: usize = 6;
+const GID: usize = 7;
+const COMM: usize = 8;
+const EXE: usize = 9;
+const MACHINE_ID: usize = 10;
+const TRANSPORT: usize = 11;
+const SOURCE_REALTIME: usize = 12;
+
+const MINUTE_USEC: i64 = 60_000_000;
+
+/// What the journal says about an entry outside its data objects.
+pub struct EntryMeta<'a> {
+    pub cursor: &'a str,
+    pub realtime_usec: u64,
+    pub monotonic_usec: u64,
+    pub boot_id: [u8; 16],
+}
+
+/// The data objects of one entry, copied out of libsystemd's mmap into one reusable buffer.
+#[derive(Default)]
+pub struct Fields {
+    bytes: Vec<u8>,
+    /// (start, position of '=' or end, end) of each `NAME=value` in `bytes`.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl Fields {
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans.clear();
+    }
+
+    pub fn push(&mut self, raw: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(raw);
+        // A data object without '=' is malformed; it is kept as a name with an empty value.
+        let eq = raw.iter().position(|&b| b == b'=').unwrap_or(raw.len());
+        self.spans.push((start, start + eq, start + raw.len()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans.iter().map(|&(s, eq, e)| {
+            let value = if eq < e { &self.bytes[eq + 1..e] } else { &[][..] };
+            (&self.bytes[s..eq], value)
+        })
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// systemd's `utf8_is_printable()`: what journalctl prints as a JSON string rather than as an
+/// array of byte values. Valid UTF-8, no control characters but TAB and newline, no C1 controls,
+/// no non-characters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF).
+pub fn is_printable(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    if text.is_ascii() {
+        return text
+            .bytes()
+            .all(|b| b >= b' ' && b != 0x7f || b == b'\t' || b == b'\n');
+    }
+    text.chars().all(|c| {
+        let u = c as u32;
+        !((u < 0x20 && c != '\t' && c != '\n')
+            || (0x7f..=0x9f).contains(&u)
+            || (0xfdd0..=0xfdef).contains(&u)
+            || (u & 0xfffe) == 0xfffe)
+    })
+}
+
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    let mut last = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\t' => "\\t",
+            b'\r' => "\\r",
+            0..=0x1f | 0x7f => {
+                out.push_str(&text[last..i]);
+                out.push_str(&format!("\\u{b:04x}"));
+                last = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.push_str(&text[last..i]);
+        out.push_str(escape);
+        last = i + 1;
+    }
+    out.push_str(&text[last..]);
+    out.push('"');
+}
+
+fn push_json_value(out: &mut String, value: &[u8]) {
+    if is_printable(value) {
+        // is_printable checked UTF-8 already.
+        push_json_string(out, std::str::from_utf8(value).unwrap_or_default());
+    } else {
+        out.push('[');
+        for (i, b) in value.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let mut buf = [0u8; 3];
+            let digits = if *b >= 100 {
+                buf = [b'0' + b / 100, b'0' + b / 10 % 10, b'0' + b % 10];
+                &buf[..]
+            } else if *b >= 10 {
+                buf[0] = b'0' + b / 10;
+                buf[1] = b'0' + b % 10;
+                &buf[..2]
+            } else {
+                buf[0] = b'0' + b;
+                &buf[..1]
+            };
+            // Digits are ASCII.
+            out.push_str(std::str::from_utf8(digits).unwrap_or_default());
+        }
+        out.push(']');
+    }
+}
+
+/// Encodes an entry the way `journalctl -o json --all` does: the four address fields first, then
+/// one key per field name (in order of first appearance) whose value is a string for printable
+/// UTF-8, an array of byte values otherwise, and an array of such values for a repeated name.
+/// Field names that are not UTF-8 (impossible from journald, possible in foreign files) are
+/// written with U+FFFD in place of the bad bytes.
+pub fn encode_json(meta: &EntryMeta, fields: &Fields, out: &mut String) {
+    let boot_hex = id128_hex(&meta.boot_id);
+    out.clear();
+    out.push_str("{\"__CURSOR\":");
+    push_json_string(out, meta.cursor);
+    out.push_str(&format!(
+        ",\"__REALTIME_TIMESTAMP\":\"{}\",\"__MONOTONIC_TIMESTAMP\":\"{}\",\"_BOOT_ID\":\"{boot_hex}\"",
+        meta.realtime_usec, meta.monotonic_usec
+    ));
+
+    // Group repeated names, keeping journal order. Entries have ~25 fields, so a linear scan over
+    // the distinct names beats hashing; huge entries (thousands of fields) fall back to a map.
+    let all: Vec<(&[u8], &[u8])> = fields
+        .iter()
+        // journalctl prints _BOOT_ID once, from the entry header; a differing value is kept.
+        .filter(|(n, v)| !(*n == b"_BOOT_ID" && *v == boot_hex.as_bytes()))
+        .collect();
+    let mut names: Vec<(&[u8], Vec<usize>)> = Vec::new();
+    if all.len() <= 64 {
+        for (i, (name, _)) in all.iter().enumerate() {
+            match names.iter_mut().find(|(n, _)| n == name) {
+                Some((_, idx)) => idx.push(i),
+                None => names.push((name, vec![i])),
+            }
+        }
+    } else {
+        let mut slot: std::collections::HashMap<&[u8], usize> = Default::default();
+        for (i, (name, _)) in all.iter().enumerate() {
+            match slot.get(name) {
+                Some(&k) => names[k].1.push(i),
+                None => {
+                    slot.insert(name, names.len());
+                    names.push((name, vec![i]));
+                }
+            }
+        }
+    }
+    for (name, idx) in &names {
+        out.push(',');
+        push_json_string(out, &String::from_utf8_lossy(name));
+        out.push(':');
+        if idx.len() == 1 {
+            push_json_value(out, all[idx[0]].1);
+        } else {
+            out.push('[');
+            for (k, &i) in idx.iter().enumerate() {
+                if k > 0 {
+                    out.push(',');
+                }
+                push_json_value(out, all[i].1);
+            }
+            out.push(']');
+        }
+    }
+    out.push('}');
+}
+
+fn as_text(value: Option<&[u8]>) -> Option<&str> {
+    value.and_then(|v| std::str::from_utf8(v).ok())
+}
+
+fn as_number<T: std::str::FromStr>(value: Option<&[u8]>) -> Option<T> {
+    as_text(value)
+        .filter(|t| !t.starts_with('+'))
+        .and_then(|t| t.parse().ok())
+}
+
+/// Rows being collected for the next commit, as Arrow column builders.
+pub struct Batch {
+    timestamp: TimestampMicrosecondBuilder,
+    minute_key: TimestampMicrosecondBuilder,
+    hostname: StringBuilder,
+    cursor: StringBuilder,
+    fields: StringBuilder,
+    message: StringBuilder,
+    priority: UInt8Builder,
+    syslog_identifier: StringBuilder,
+    systemd_unit: StringBuilder,
+    pid: Int32Builder,
+    uid: Int32Builder,
+    gid: Int32Builder,
+    comm: StringBuilder,
+    exe: StringBuilder,
+    boot_id: StringBuilder,
+    machine_id: StringBuilder,
+    transport: StringBuilder,
+    monotonic_usec: UInt64Builder,
+    source_timestamp: TimestampMicrosecondBuilder,
+    host_dir: StringBuilder,
+    /// The directory of entries without `_HOSTNAME`: this machine's.
+    local_host_dir: String,
+    /// The last `_HOSTNAME` seen and its directory: most entries share it.
+    last_host: Option<(Vec<u8>, String)>,
+    rows: usize,
+    bytes: usize,
+    json: String,
+}
+
+impl Batch {
+    pub fn new(local_host_dir: String) -> Batch {
+        Batch {
+            timestamp: TimestampMicrosecondBuilder::new(),
+            minute_key: TimestampMicrosecondBuilder::new(),
+            hostname: StringBuilder::new(),
+            cursor: StringBuilder::new(),
+            fields: StringBuilder::new(),
+            message: StringBuilder::new(),
+            priority: UInt8Builder::new(),
+            syslog_identifier: StringBuilder::new(),
+            systemd_unit: StringBuilder::new(),
+            pid: Int32Builder::new(),
+            uid: Int32Builder::new(),
+            gid: Int32Builder::new(),
+            comm: StringBuilder::new(),
+            exe: StringBuilder::new(),
+            boot_id: StringBuilder::new(),
+            machine_id: StringBuilder::new(),
+            transport: StringBuilder::new(),
+            monotonic_usec: UInt64Builder::new(),
+            source_timestamp: TimestampMicrosecondBuilder::new(),
+            host_dir: StringBuilder::new(),
+            local_host_dir,
+            last_host: None,
+            rows: 0,
+            bytes: 0,
+            json: String::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Approximate memory held by the batch, to commit early on large entries.
+    pub fn byte_size(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn push(&mut self, meta: &EntryMeta, fields: &Fields) {
+        let mut first: [Option<&[u8]>; PROMOTED.len()] = [None; PROMOTED.len()];
+        for (name, value) in fields.iter() {
+            if let Some(slot) = PROMOTED.iter().position(|p| *p == name) {
+                first[slot].get_or_insert(value);
+            }
+        }
+        encode_json(meta, fields, &mut self.json);
+
+        // TIMESTAMP is signed; a realtime past year 294247 cannot occur, so saturate.
+        let ts = i64::try_from(meta.realtime_usec).unwrap_or(i64::MAX - 1);
+        self.timestamp.append_value(ts);
+        self.minute_key
+            .append_value(ts - ts.rem_euclid(MINUTE_USEC));
+        self.hostname.append_option(as_text(first[HOSTNAME]));
+        self.cursor.append_value(meta.cursor);
+        self.fields.append_value(&self.json);
+        self.message.append_option(as_text(first[MESSAGE]));
+        self.priority.append_option(as_number::<u8>(first[PRIORITY]));
+        self.syslog_identifier
+            .append_option(as_text(first[SYSLOG_IDENTIFIER]));
+        self.systemd_unit.append_option(as_text(first[SYSTEMD_UNIT]));
+        self.pid.append_option(as_number::<i32>(first[PID]));
+        self.uid.append_option(as_number::<i32>(first[UID]));
+        self.gid.append_option(as_number::<i32>(first[GID]));
+        self.comm.append_option(as_text(first[COMM]));
+        self.exe.append_option(as_text(first[EXE]));
+        self.boot_id.append_value(id128_hex(&meta.boot_id));
+        self.machine_id.append_option(as_text(first[MACHINE_ID]));
+        self.transport.append_option(as_text(first[TRANSPORT]));
+        self.monotonic_usec.append_value(meta.monotonic_usec);
+        self.source_timestamp.append_option(
+            as_number::<u64>(first[SOURCE_REALTIME]).and_then(|u| i64::try_from(u).ok()),
+        );
+        match first[HOSTNAME] {
+            None => self.host_dir.append_value(&self.local_host_dir),
+            Some(raw) => {
+                if self.last_host.as_ref().is_none_or(|(h, _)| h != raw) {
+                    self.last_host = Some((raw.to_vec(), host_dir(raw)));
+                }
+                let (_, dir) = self.last_host.as_ref().expect("set above");
+                self.host_dir.append_value(dir);
+            }
+        }
+        self.rows += 1;
+        self.bytes += self.json.len() + fields.byte_len() + 256;
+    }
+
+    pub fn schema() -> Schema {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let fields: Vec<Field> = COLUMNS
+            .iter()
+            .map(|(name, ty)| {
+                let dt = match *ty {
+                    "TIMESTAMP" => ts.clone(),
+                    "UTINYINT" => DataType::UInt8,
+                    "INTEGER" => DataType::Int32,
+                    "UBIGINT" => DataType::UInt64,
+                    _ => DataType::Utf8,
+                };
+                Field::new(*name, dt, true)
+            })
+            .collect();
+        Schema::new(fields)
+    }
+
+    /// Hands the collected rows over as one Arrow batch and starts empty again.
+    pub fn take(&mut self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.minute_key.finish()),
+            Arc::new(self.hostname.finish()),
+            Arc::new(self.cursor.finish()),
+            Arc::new(self.fields.finish()),
+            Arc::new(self.message.finish()),
+            Arc::new(self.priority.finish()),
+            Arc::new(self.syslog_identifier.finish()),
+            Arc::new(self.systemd_unit.finish()),
+            Arc::new(self.pid.finish()),
+            Arc::new(self.uid.finish()),
+            Arc::new(self.gid.finish()),
+            Arc::new(self.comm.finish()),
+            Arc::new(self.exe.finish()),
+            Arc::new(self.boot_id.finish()),
+            Arc::new(self.machine_id.finish()),
+            Arc::new(self.transport.finish()),
+            Arc::new(self.monotonic_usec.finish()),
+            Arc::new(self.source_timestamp.finish()),
+            Arc::new(self.host_dir.finish()),
+        ];
+        self.rows = 0;
+        self.bytes = 0;
+        // The columns match the schema by construction.
+        RecordBatch::try_new(Arc::new(Self::schema()), columns)
+            .expect("batch columns match the schema")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(items: &[&[u8]]) -> Fields {
+        let mut f = Fields::default();
+        for i in items {
+            f.push(i);
+        }
+        f
+    }
+
+    fn meta() -> EntryMeta<'static> {
+        EntryMeta {
+            cursor: "s=a;i=1",
+            realtime_usec: 1_709_251_200_003_888,
+            monotonic_usec: 42,
+            boot_id: [0xab; 16],
+        }
+    }
+
+    #[test]
+    fn printable_follows_systemd() {
+        assert!(is_printable(b"plain text\twith tab\nand newline"));
+        assert!(is_printable("caf\u{e9} \u{1F600}".as_bytes()));
+        assert!(!is_printable(b"\x1b[31mred\x1b[0m"));
+        assert!(!is_printable(b"nul\x00byte"));
+        assert!(!is_printable(b"latin-1 \xe9"));
+        assert!(!is_printable("c1 \u{85}".as_bytes()));
+        assert!(!is_printable("nonchar \u{fdd0}".as_bytes()));
+        assert!(!is_printable("bom-ish \u{fffe}".as_bytes()));
+        assert!(!is_printable(b"\x7f"));
+        assert!(is_printable(b""));
+    }
+
+    #[test]
+    fn json_groups_repeats_and_encodes_bytes() {
+        let f = fields(&[
+            b"MESSAGE=hi \"there\"",
+            b"TAG=a",
+            b"BIN=\xff\x00",
+            b"TAG=b",
+            b"_BOOT_ID=abababababababababababababababab",
+        ]);
+        let mut out = String::new();
+        encode_json(&meta(), &f, &mut out);
+        assert_eq!(
+            out,
+            "{\"__CURSOR\":\"s=a;i=1\",\"__REALTIME_TIMESTAMP\":\"1709251200003888\",\
+             \"__MONOTONIC_TIMESTAMP\":\"42\",\"_BOOT_ID\":\"abababababababababababababababab\",\
+             \"MESSAGE\":\"hi \\\"there\\\"\",\"TAG\":[\"a\",\"b\"],\"BIN\":[255,0]}"
+        );
+    }
+
+    #[test]
+    fn promoted_columns_take_the_first_valid_value() {
+        let mut b = Batch::new("here".into());
+        let f = fields(&[
+            b"MESSAGE=first",
+            b"MESSAGE=second",
+            b"PRIORITY=x",
+            b"_PID=+12",
+            b"_UID=4294967294",
+            b"_GID=7",
+            b"_HOSTNAME=\xff",
+        ]);
+        b.push(&meta(), &f);
+        let rb = b.take();
+        let col = |n: &str| rb.column(rb.schema().index_of(n).unwrap()).clone();
+        use duckdb::arrow::array::{Array, AsArray};
+        use duckdb::arrow::datatypes::Int32Type;
+        assert_eq!(col("message").as_string::<i32>().value(0), "first");
+        assert!(col("priority").is_null(0));
+        assert!(col("pid").is_null(0));
+        assert!(col("uid").is_null(0), "out of INTEGER range");
+        assert_eq!(col("gid").as_primitive::<Int32Type>().value(0), 7);
+        assert!(col("hostname").is_null(0));
+        assert_eq!(col("host_dir").as_string::<i32>().value(0), "_%FF");
+        assert_eq!(rb.num_rows(), 1);
+        assert!(b.is_empty());
+    }
+}

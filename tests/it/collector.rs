@@ -1,0 +1,411 @@
+//! The collector against a real journald and real journal files.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// Guards the tail start and the exactly-once restart: entries from before the first start are
+/// not read, entries after it are, and a restart neither loses nor repeats one.
+#[test]
+fn tail_start_then_restart_loses_and_repeats_nothing() {
+    let journald = Journald::start();
+    let t = TestDir::new();
+    let dir = journald.dir.to_str().unwrap().to_owned();
+    for i in 0..20 {
+        journald.send_message(&format!("before-{i}"));
+    }
+    journald.wait_written("before-19");
+
+    let (mut child, _n) = start_collector(&t, &["--directory", &dir]);
+    for i in 0..200 {
+        journald.send_message(&format!("first-{i}"));
+    }
+    journald.logger("first-logger");
+    eventually(Duration::from_secs(30), "first entries in the buffer", || {
+        let m = t.messages();
+        m.iter().any(|m| m == "first-199") && m.iter().any(|m| m == "first-logger")
+    });
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+
+    // Written while no collector runs: the journal is the buffer.
+    for i in 0..200 {
+        journald.send_message(&format!("between-{i}"));
+    }
+    let (mut child, _n) = start_collector(&t, &["--directory", &dir]);
+    for i in 0..200 {
+        journald.send_message(&format!("second-{i}"));
+    }
+    eventually(Duration::from_secs(30), "second entries in the buffer", || {
+        t.messages().iter().any(|m| m == "second-199")
+    });
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+
+    let messages = t.messages();
+    let ours: Vec<&String> = messages
+        .iter()
+        .filter(|m| m.starts_with("first-") || m.starts_with("between-") || m.starts_with("second-"))
+        .collect();
+    let distinct: BTreeSet<&String> = ours.iter().copied().collect();
+    assert_eq!(ours.len(), 601, "every entry once: {} rows", ours.len());
+    assert_eq!(distinct.len(), 601);
+    assert!(
+        !messages.iter().any(|m| m.starts_with("before-")),
+        "entries from before the first start must not be read"
+    );
+    let counts = t.cursor_counts();
+    assert!(counts.values().all(|&n| n == 1), "a cursor appears twice");
+}
+
+/// Guards reading the system journal when no --directory is given.
+#[test]
+fn reads_the_system_journal_by_default() {
+    assert!(
+        std::path::Path::new("/run/systemd/journal/socket").exists(),
+        "no system journald runs here: the README's test command starts one"
+    );
+    let t = TestDir::new();
+    let (mut child, _n) = start_collector(&t, &[]);
+    let marker = format!("jp-default-source-{}", std::process::id());
+    // logger --journald reads fields from stdin.
+    let mut logger = std::process::Command::new("logger")
+        .arg("--journald")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    logger
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("MESSAGE={marker}\nSYSLOG_IDENTIFIER=jp-test\n").as_bytes())
+        .unwrap();
+    assert!(logger.wait().unwrap().success());
+    eventually(Duration::from_secs(30), "the marker from the system journal", || {
+        t.messages().contains(&marker)
+    });
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+}
+
+/// Guards lossless reading: every entry of a generated corpus (binary values, repeated fields,
+/// 64 KiB messages, two hosts) arrives once, its `fields` equal to journalctl's JSON.
+#[test]
+fn corpus_arrives_once_with_every_field_equal_to_journalctl() {
+    let t = TestDir::new();
+    let corpus = t.path().join("corpus");
+    generate_corpus(
+        &corpus,
+        &[
+            "-n", "6000", "--hosts", "2", "--seed", "7", "--duration", "10m",
+            "--large-every", "2000", "--binary-fraction", "0.03", "--dup-field-fraction", "0.03",
+        ],
+    );
+    let expected = journalctl_json(&corpus);
+    assert_eq!(expected.len(), 6000);
+
+    run_ok(t.collector(&["--directory", corpus.to_str().unwrap(), "--from-head", "--once"]));
+
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = t.with_buffer(|c| {
+        let mut st = c
+            .prepare("SELECT cursor, fields::VARCHAR, message, hostname FROM journal_logs")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    });
+    assert_eq!(rows.len(), expected.len(), "every entry exactly once");
+    let mut binary = 0;
+    let mut repeated = 0;
+    let mut large = 0;
+    for (cursor, fields, message, hostname) in &rows {
+        let got: serde_json::Value = serde_json::from_str(fields).unwrap();
+        let want = expected
+            .get(cursor)
+            .unwrap_or_else(|| panic!("{cursor} is not in the corpus"));
+        assert_eq!(&got, want, "fields of {cursor} differ from journalctl's");
+        match &want["MESSAGE"] {
+            serde_json::Value::String(s) => {
+                assert_eq!(message.as_deref(), Some(s.as_str()));
+                if s.len() >= 65536 {
+                    large += 1;
+                }
+            }
+            serde_json::Value::Array(a) if a.iter().all(|v| v.is_number()) => binary += 1,
+            serde_json::Value::Array(_) => repeated += 1,
+            _ => {}
+        }
+        assert_eq!(hostname.as_deref(), want["_HOSTNAME"].as_str());
+    }
+    assert!(binary > 0 && repeated > 0 && large > 0, "{binary} {repeated} {large}");
+}
+
+/// Guards exactly-once under crashes: kill -9 at random points, many times, then --once.
+#[test]
+fn kill_9_at_random_points_then_once_keeps_every_entry_exactly_once() {
+    let t = TestDir::new();
+    let corpus = t.path().join("corpus");
+    generate_corpus(&corpus, &["-n", "60000", "--hosts", "3", "--seed", "11", "--duration", "20m"]);
+    let expected = journalctl_json(&corpus);
+    let dir = corpus.to_str().unwrap();
+
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    for round in 0..12 {
+        let mut child = t
+            .collector(&["--directory", dir, "--from-head"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let ms = 30 + rng % 900;
+        std::thread::sleep(Duration::from_millis(ms));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        eprintln!("round {round}: killed after {ms} ms ({status})");
+    }
+    run_ok(t.collector(&["--directory", dir, "--once"]));
+
+    let counts = t.cursor_counts();
+    let dupes: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(dupes.is_empty(), "duplicated: {:?}", &dupes[..dupes.len().min(5)]);
+    let got: BTreeSet<&String> = counts.keys().collect();
+    let want: BTreeSet<&String> = expected.keys().collect();
+    assert_eq!(got.len(), want.len(), "lost or extra entries");
+    assert!(got == want, "the buffer holds other entries than the corpus");
+}
+
+/// Guards the systemd protocol: READY=1 after start, STATUS= readable, STOPPING=1 on SIGTERM,
+/// exit 0.
+#[test]
+fn notify_socket_gets_ready_status_and_stopping() {
+    let t = TestDir::new();
+    let corpus = t.path().join("corpus");
+    generate_corpus(&corpus, &["-n", "500", "--hosts", "1"]);
+    let (mut child, mut notify) =
+        start_collector(&t, &["--directory", corpus.to_str().unwrap(), "--from-head"]);
+    assert!(
+        notify.seen.iter().any(|m| m.contains("STATUS=") && m.contains("entries buffered")),
+        "{:?}",
+        notify.seen
+    );
+    sigterm(&child);
+    notify.wait_for("STOPPING=1", Duration::from_secs(10));
+    assert!(wait_with_limit(&mut child, Duration::from_secs(5)).success());
+}
+
+/// Guards exit 78 for a bad config, naming the file and the key.
+#[test]
+fn bad_config_exits_78_naming_the_file_and_key() {
+    let t = TestDir::new();
+    write_file(&t.config(), "commit_interval_ms = 5000\nstate_dri = \"/tmp\"\n");
+    let out = run(&mut t.collector(&["--once"]));
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(t.config().to_str().unwrap()), "{err}");
+    assert!(err.contains("state_dri"), "{err}");
+
+    write_file(&t.config(), "log_level = \"loud\"\n");
+    let out = run(&mut t.collector(&["--once"]));
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("log_level"), "{}", stderr(&out));
+
+    let out = run(&mut t.collector(&["--no-such-flag"]));
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+/// Guards exit 1 with the path named when the state directory cannot be written.
+#[test]
+fn unwritable_state_dir_exits_1_naming_the_path() {
+    let t = TestDir::new();
+    let ro = t.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    // Root ignores permission bits: a read-only mount is what stops it.
+    let mounted = nix::unistd::geteuid().is_root()
+        && run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "ro,size=1m", "jp-test"]).arg(&ro))
+            .status
+            .success();
+    if !mounted {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let state = ro.join("state");
+    let out = run(
+        std::process::Command::new(COLLECTOR)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--config")
+            .arg(t.config())
+            .arg("--once"),
+    );
+    if mounted {
+        run(std::process::Command::new("umount").arg(&ro));
+    }
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(state.to_str().unwrap()), "{}", stderr(&out));
+}
+
+/// Guards the hand-off: jp-flush gets the buffer again and again while the collector follows a
+/// journal being written, and nothing is lost or repeated.
+#[test]
+fn jp_flush_gets_the_buffer_while_the_collector_runs() {
+    let journald = Journald::start();
+    let t = TestDir::new();
+    let dir = journald.dir.to_str().unwrap().to_owned();
+    let (mut child, _n) = start_collector(&t, &["--directory", &dir]);
+    let writer = {
+        let runtime = journald.runtime_dir();
+        std::thread::spawn(move || {
+            let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
+            for i in 0..20_000 {
+                let msg = format!("MESSAGE=handoff-{i}\nSYSLOG_IDENTIFIER=jp-test\n");
+                while sock.send_to(msg.as_bytes(), runtime.join("socket")).is_err() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if i % 1000 == 0 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        })
+    };
+    let mut waits = Vec::new();
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        run_ok(&mut t.flush(&[]));
+        waits.push(started.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    writer.join().unwrap();
+    eventually(Duration::from_secs(60), "all hand-off entries", || {
+        t.messages().iter().filter(|m| m.starts_with("handoff-")).count() >= 20_000
+    });
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+    let n = t
+        .messages()
+        .into_iter()
+        .filter(|m| m.starts_with("handoff-"))
+        .collect::<BTreeSet<_>>()
+        .len();
+    assert_eq!(n, 20_000);
+    assert!(t.cursor_counts().values().all(|&n| n == 1));
+    eprintln!("jp-flush runs took {waits:?}");
+}
+
+fn collector_state_gaps(t: &TestDir) -> u64 {
+    t.with_buffer(|c| {
+        c.query_row("SELECT gaps_total FROM collector_state", [], |r| r.get(0))
+            .unwrap()
+    })
+}
+
+/// Guards gap detection: when the saved entry was vacuumed away, the collector says so with the
+/// size of the jump, counts the gap, and reads everything that is still there.
+#[test]
+fn vacuumed_position_is_logged_counted_and_skipped_over() {
+    let journald = Journald::start();
+    let t = TestDir::new();
+    let dir = journald.dir.to_str().unwrap().to_owned();
+    let (mut child, _n) = start_collector(&t, &["--directory", &dir]);
+    for i in 0..50 {
+        journald.send_message(&format!("read-{i}"));
+    }
+    eventually(Duration::from_secs(30), "read-49", || {
+        t.messages().iter().any(|m| m == "read-49")
+    });
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+
+    for i in 0..30 {
+        journald.send_message(&format!("vacuumed-{i}"));
+    }
+    journald.wait_written("vacuumed-29");
+    // Rotate (SIGUSR2 to the journald this test started), then delete the archived file.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(journald.pid()),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    journald.send_message("after-rotation-0");
+    journald.wait_written("after-rotation-0");
+    let mut removed = 0;
+    for e in std::fs::read_dir(&journald.dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().contains('@') {
+            std::fs::remove_file(&p).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed > 0, "journald did not rotate");
+    journald.send_message("after-rotation-1");
+    journald.wait_written("after-rotation-1");
+
+    let out = run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
+    let err = stderr(&out);
+    assert!(err.contains("no longer in"), "{err}");
+    assert!(err.contains("journal time"), "the jump is described: {err}");
+    assert_eq!(collector_state_gaps(&t), 1);
+    let m = t.messages();
+    assert!(m.iter().any(|m| m == "after-rotation-0") && m.iter().any(|m| m == "after-rotation-1"));
+    assert!(!m.iter().any(|m| m.starts_with("vacuumed-")));
+    assert!(t.cursor_counts().values().all(|&n| n == 1));
+}
+
+/// Guards the position rules: the buffer wins over a damaged state file (with a warning naming
+/// it), the state file gives the position when the buffer is gone, and an unusable state file
+/// with no buffer is an error, never a silent restart.
+#[test]
+fn buffer_position_wins_and_state_file_stands_in_for_a_lost_buffer() {
+    let journald = Journald::start();
+    let t = TestDir::new();
+    let dir = journald.dir.to_str().unwrap().to_owned();
+    let (mut child, _n) = start_collector(&t, &["--directory", &dir]);
+    for i in 0..20 {
+        journald.send_message(&format!("one-{i}"));
+    }
+    eventually(Duration::from_secs(30), "one-19", || {
+        t.messages().iter().any(|m| m == "one-19")
+    });
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+    let state_file = t.state().join("cursor");
+    let good_cursor = std::fs::read_to_string(&state_file).unwrap();
+
+    // Garbage in the state file: the buffer's position wins, nothing is read twice.
+    std::fs::write(&state_file, b"\x00garbage").unwrap();
+    journald.send_message("two-0");
+    journald.wait_written("two-0");
+    let out = run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
+    assert!(stderr(&out).contains(state_file.to_str().unwrap()), "{}", stderr(&out));
+    assert!(t.cursor_counts().values().all(|&n| n == 1));
+    assert!(t.messages().iter().any(|m| m == "two-0"));
+    assert_ne!(std::fs::read_to_string(&state_file).unwrap(), "\u{0}garbage", "rewritten");
+
+    // The buffer deleted: the state file gives the position; only newer entries are read.
+    let after_two = std::fs::read_to_string(&state_file).unwrap();
+    assert_ne!(after_two, good_cursor);
+    for f in ["buffer.duckdb", "buffer.duckdb.wal"] {
+        let _ = std::fs::remove_file(t.state().join(f));
+    }
+    journald.send_message("three-0");
+    journald.wait_written("three-0");
+    run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
+    let m = t.messages();
+    assert!(m.iter().any(|m| m == "three-0"));
+    assert!(!m.iter().any(|m| m.starts_with("one-") || m == "two-0"), "{m:?}");
+
+    // No buffer and an unusable state file: exit 1 naming the file, no guessing.
+    for f in ["buffer.duckdb", "buffer.duckdb.wal"] {
+        let _ = std::fs::remove_file(t.state().join(f));
+    }
+    std::fs::write(&state_file, b"not a cursor").unwrap();
+    let out = run(&mut t.collector(&["--directory", &dir, "--once"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(state_file.to_str().unwrap()), "{}", stderr(&out));
+}

@@ -1,0 +1,250 @@
+//! jp-flush: completed minutes to Parquet, checked with pyarrow.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn buffered_rows(t: &TestDir) -> u64 {
+    t.with_buffer(|c| c.query_row("SELECT count(*) FROM journal_logs", [], |r| r.get(0)).unwrap())
+}
+
+/// Guards the whole path: every entry of a corpus in exactly one file, the file of its host and
+/// UTC minute, every field equal to journalctl's JSON, one schema for all files.
+#[test]
+fn corpus_lands_once_in_its_host_minute_file_with_every_field() {
+    let t = TestDir::new();
+    let corpus = t.path().join("corpus");
+    generate_corpus(
+        &corpus,
+        &[
+            "-n", "5000", "--hosts", "3", "--seed", "5", "--duration", "7m",
+            "--large-every", "2000", "--binary-fraction", "0.03", "--dup-field-fraction", "0.03",
+        ],
+    );
+    let expected = journalctl_json(&corpus);
+    run_ok(t.collector(&["--directory", corpus.to_str().unwrap(), "--from-head", "--once"]));
+    run_ok(&mut t.flush(&[]));
+
+    let data = t.path().join("data");
+    let rows = parquet_rows(&data);
+    assert_eq!(rows.len(), expected.len(), "every entry once in the tree");
+    let schemas: BTreeSet<&str> = rows.iter().map(|r| r["_schema"].as_str().unwrap()).collect();
+    assert_eq!(schemas.len(), 1, "one schema in every file: {schemas:?}");
+    let mut seen = BTreeSet::new();
+    for row in &rows {
+        let cursor = row["cursor"].as_str().unwrap();
+        assert!(seen.insert(cursor.to_owned()), "{cursor} twice");
+        let want = &expected[cursor];
+        let got: serde_json::Value = serde_json::from_str(row["fields"].as_str().unwrap()).unwrap();
+        assert_eq!(&got, want, "fields of {cursor}");
+        // DATA/HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet of the entry's own UTC minute.
+        let usec: i64 = want["__REALTIME_TIMESTAMP"].as_str().unwrap().parse().unwrap();
+        let t = chrono::DateTime::from_timestamp_micros(usec).unwrap();
+        let file = format!(
+            "{}/{}",
+            want["_HOSTNAME"].as_str().unwrap(),
+            t.format("%Y/%m/%d/%Y%m%d-%H%M.parquet")
+        );
+        assert_eq!(row["_file"].as_str().unwrap(), file);
+        assert_eq!(row["timestamp"].as_i64().unwrap(), usec);
+    }
+    assert_eq!(buffered_rows(&t), 0, "exported rows are deleted");
+
+    // Modes: directories 0750, files 0640.
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walk(&data) {
+        let mode = std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777;
+        let want = if entry.is_dir() { 0o750 } else { 0o640 };
+        assert_eq!(mode, want, "{}", entry.display());
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// Guards idempotence and the merge of late rows: a second run changes nothing; rows that were
+/// already exported (a run that died between rename and delete) merge without duplicates; new
+/// rows for an exported minute end up in its file.
+#[test]
+fn second_run_changes_nothing_and_late_rows_merge_into_their_file() {
+    let t = TestDir::new();
+    let corpus = t.path().join("corpus");
+    generate_corpus(&corpus, &["-n", "3000", "--hosts", "2", "--seed", "9", "--duration", "5m"]);
+    run_ok(t.collector(&["--directory", corpus.to_str().unwrap(), "--from-head", "--once"]));
+    run_ok(&mut t.flush(&[]));
+    let data = t.path().join("data");
+    let first = tree_digest(&data);
+    run_ok(&mut t.flush(&[]));
+    assert_eq!(tree_digest(&data), first, "a second run changed the tree");
+
+    // The same entries again (as after a crash between rename and delete): no duplicates.
+    let again = TestDir::new();
+    run_ok(
+        again
+            .collector(&["--directory", corpus.to_str().unwrap(), "--from-head", "--once"])
+            .arg("--data-dir")
+            .arg(&data),
+    );
+    run_ok(again.flush(&[]).arg("--data-dir").arg(&data));
+    let rows = parquet_rows(&data);
+    assert_eq!(rows.len(), 3000);
+    assert_eq!(
+        rows.iter().map(|r| r["cursor"].as_str().unwrap()).collect::<BTreeSet<_>>().len(),
+        3000
+    );
+
+    // Late entries (another source, same hosts and minutes): merged into the existing files.
+    let late = TestDir::new();
+    let late_corpus = late.path().join("corpus");
+    generate_corpus(&late_corpus, &["-n", "300", "--hosts", "2", "--seed", "10", "--duration", "5m"]);
+    run_ok(
+        late.collector(&["--directory", late_corpus.to_str().unwrap(), "--from-head", "--once"])
+            .arg("--data-dir")
+            .arg(&data),
+    );
+    run_ok(late.flush(&[]).arg("--data-dir").arg(&data));
+    let rows = parquet_rows(&data);
+    assert_eq!(rows.len(), 3300);
+    let files_before: BTreeSet<&String> = first.keys().collect();
+    let files_after = tree_digest(&data);
+    assert!(
+        files_after.keys().all(|f| files_before.contains(f)),
+        "late entries belong to existing minute files"
+    );
+    for row in rows.windows(2) {
+        if row[0]["_file"] == row[1]["_file"] {
+            assert!(row[0]["timestamp"].as_i64() <= row[1]["timestamp"].as_i64(), "rows in time order");
+        }
+    }
+}
+
+/// Guards exactly-once under jp-flush crashes while the collector runs.
+#[test]
+fn kill_9_of_jp_flush_at_random_points_loses_and_repeats_nothing() {
+    let t = TestDir::new();
+    let corpus = t.path().join("corpus");
+    generate_corpus(&corpus, &["-n", "30000", "--hosts", "3", "--seed", "12", "--duration", "30m"]);
+    let expected = journalctl_json(&corpus);
+    let (mut collector, _n) =
+        start_collector(&t, &["--directory", corpus.to_str().unwrap(), "--from-head"]);
+    // Let the collector read everything so that jp-flush has work each time.
+    eventually(Duration::from_secs(60), "the corpus in the buffer", || {
+        t.cursor_counts().len() == expected.len()
+    });
+    let mut rng = 0x2545f4914f6cdd1du64;
+    for round in 0..15 {
+        let mut child = t.flush(&[]).stdin(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let ms = 20 + rng % 700;
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        eprintln!("round {round}: jp-flush killed after {ms} ms ({status})");
+    }
+    run_ok(&mut t.flush(&[]));
+    sigterm(&collector);
+    assert!(wait_with_limit(&mut collector, Duration::from_secs(10)).success());
+
+    let rows = parquet_rows(&t.path().join("data"));
+    let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+    for r in &rows {
+        *counts.entry(r["cursor"].as_str().unwrap()).or_default() += 1;
+    }
+    let dupes: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).take(5).collect();
+    assert!(dupes.is_empty(), "duplicated in the tree: {dupes:?}");
+    let got: BTreeSet<&str> = counts.keys().copied().collect();
+    let want: BTreeSet<&str> = expected.keys().map(String::as_str).collect();
+    assert!(got == want, "{} in the tree, {} in the corpus", got.len(), want.len());
+    assert_eq!(buffered_rows(&t), 0, "every exported minute left the buffer");
+}
+
+/// Guards the host directory escaping: hostile `_HOSTNAME`s stay inside DATA, one directory per
+/// distinct name, and the raw value is kept in the row.
+#[test]
+fn hostile_hostnames_stay_inside_data_one_directory_each() {
+    let t = TestDir::new();
+    let journal_dir = t.path().join("journal");
+    std::fs::create_dir(&journal_dir).unwrap();
+    let hostile: Vec<Vec<u8>> = vec![
+        b"../../etc".to_vec(),
+        b"a/b".to_vec(),
+        b"..".to_vec(),
+        b"".to_vec(),
+        vec![b'h'; 300],
+        b"bad\xffutf8".to_vec(),
+        b"web-01".to_vec(),
+    ];
+    let base = 1_709_251_200_000_000u64; // 2024-03-01 00:00 UTC
+    let entries: Vec<RawEntry> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, h)| RawEntry {
+            realtime_usec: base + i as u64 * 1000,
+            fields: vec![
+                ("MESSAGE".into(), format!("host {i}").into_bytes()),
+                ("_HOSTNAME".into(), h.clone()),
+            ],
+        })
+        .collect();
+    journal_file(&journal_dir.join("hostile.journal"), &entries);
+    run_ok(t.collector(&["--directory", journal_dir.to_str().unwrap(), "--from-head", "--once"]));
+    run_ok(&mut t.flush(&[]));
+
+    let data = t.path().join("data");
+    let hosts: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(hosts.len(), hostile.len(), "one directory per name: {hosts:?}");
+    let rows = parquet_rows(&data);
+    assert_eq!(rows.len(), hostile.len());
+    for r in &rows {
+        let file = r["_file"].as_str().unwrap();
+        assert!(!file.contains(".."), "{file}");
+        assert_eq!(file.matches('/').count(), 4, "HOST/YYYY/MM/DD/file: {file}");
+    }
+    // Nothing was written outside DATA.
+    assert!(!t.path().join("etc").exists() && !t.path().join("a").exists());
+}
+
+/// Guards a read-only DATA: exit 1 naming the path, every row kept, and a full export once DATA
+/// is writable again.
+#[test]
+fn read_only_data_dir_keeps_rows_until_it_is_writable() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test mounts a read-only tmpfs: run it as root");
+    }
+    let t = TestDir::new();
+    let corpus = t.path().join("corpus");
+    generate_corpus(&corpus, &["-n", "500", "--hosts", "1", "--seed", "3", "--duration", "3m"]);
+    run_ok(t.collector(&["--directory", corpus.to_str().unwrap(), "--from-head", "--once"]));
+    let data = t.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    run_ok(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro,size=1m", "jp-test-ro"])
+            .arg(&data),
+    );
+    let out = run(&mut t.flush(&[]));
+    run_ok(std::process::Command::new("umount").arg(&data));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(data.to_str().unwrap()), "{}", stderr(&out));
+    assert_eq!(buffered_rows(&t), 500, "the buffer keeps every row");
+
+    run_ok(&mut t.flush(&[]));
+    assert_eq!(parquet_rows(&data).len(), 500);
+    assert_eq!(buffered_rows(&t), 0);
+}

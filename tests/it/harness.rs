@@ -1,0 +1,469 @@
+//! A small harness: a temp dir per test, the project's binaries, a private journald, a fake
+//! `NOTIFY_SOCKET`, and helpers to read the buffer.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use journal_parquet::config::{CommonArgs, Settings};
+
+pub const COLLECTOR: &str = env!("CARGO_BIN_EXE_journal-parquet");
+pub const FLUSH: &str = env!("CARGO_BIN_EXE_jp-flush");
+
+/// A scratch directory with `state/`, `data/` and an empty config file (so that a config
+/// installed on the machine never leaks into a test).
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        let dir = tempfile::Builder::new()
+            .prefix("jp-test-")
+            .tempdir()
+            .expect("create temp dir");
+        std::fs::write(dir.path().join("config.toml"), "").unwrap();
+        TestDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("config.toml")
+    }
+
+    /// The collector with this dir's state and config, plus `args`.
+    pub fn collector(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(COLLECTOR);
+        cmd.arg("--state-dir")
+            .arg(self.state())
+            .arg("--data-dir")
+            .arg(self.path().join("data"))
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("WATCHDOG_USEC");
+        cmd
+    }
+
+    pub fn flush(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(FLUSH);
+        cmd.arg("--state-dir")
+            .arg(self.state())
+            .arg("--data-dir")
+            .arg(self.path().join("data"))
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("STATE_DIRECTORY");
+        cmd
+    }
+
+    pub fn settings(&self) -> Settings {
+        let common = CommonArgs {
+            state_dir: Some(self.state()),
+            data_dir: Some(self.path().join("data")),
+            config: Some(self.config()),
+            log_level: None,
+        };
+        Settings::resolve(&common, None).unwrap()
+    }
+
+    /// Runs `f` on the buffer, through the hand-off (so it works while a collector runs).
+    pub fn with_buffer<T>(&self, f: impl FnOnce(&duckdb::Connection) -> T) -> T {
+        let mut lease = journal_parquet::handoff::acquire(&self.settings()).expect("get buffer");
+        let out = f(lease.buffer().connection());
+        lease.finish().unwrap();
+        out
+    }
+
+    /// cursor → number of rows with it.
+    pub fn cursor_counts(&self) -> BTreeMap<String, u64> {
+        self.with_buffer(|c| {
+            let mut st = c
+                .prepare("SELECT cursor, count(*) FROM journal_logs GROUP BY cursor")
+                .unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        })
+    }
+
+    /// The `message` column of every buffered row.
+    pub fn messages(&self) -> Vec<String> {
+        self.with_buffer(|c| {
+            let mut st = c
+                .prepare("SELECT message FROM journal_logs WHERE message IS NOT NULL")
+                .unwrap();
+            st.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        })
+    }
+}
+
+/// Runs a command to completion, with its output captured.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {cmd:?}: {e}"))
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts success and shows stderr otherwise.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}: {}",
+        out.status,
+        stderr(&out)
+    );
+    out
+}
+
+pub fn sigterm(child: &Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
+/// Waits for a child with a time limit; kills it (by its PID) if it overruns.
+pub fn wait_with_limit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("PID {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+pub fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A fake `NOTIFY_SOCKET`: collects what the service tells systemd.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    socket: UnixDatagram,
+    pub seen: Vec<String>,
+}
+
+impl NotifySocket {
+    pub fn new(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        NotifySocket {
+            path,
+            socket,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a message line equal to `line` (e.g. READY=1).
+    pub fn wait_for(&mut self, line: &str, limit: Duration) {
+        let end = Instant::now() + limit;
+        loop {
+            if self.seen.iter().any(|m| m.lines().any(|l| l == line)) {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "no {line} within {limit:?}; got {:?}",
+                self.seen
+            );
+            let mut buf = vec![0u8; 4096];
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                self.seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+}
+
+/// Starts a collector and waits until it says READY=1.
+pub fn start_collector(t: &TestDir, args: &[&str]) -> (Child, NotifySocket) {
+    let mut notify = NotifySocket::new(t.path());
+    let child = t
+        .collector(args)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    notify.wait_for("READY=1", Duration::from_secs(120));
+    (child, notify)
+}
+
+static JOURNALD_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A private journald (a journal namespace of its own) started by the test and stopped, with its
+/// files removed, when dropped. Entries go to its native socket or its syslog socket; its files
+/// are read with `--directory`.
+pub struct Journald {
+    child: Child,
+    pub namespace: String,
+    pub dir: PathBuf,
+}
+
+impl Journald {
+    pub fn start() -> Journald {
+        let namespace = format!(
+            "jptest{}x{}",
+            std::process::id(),
+            JOURNALD_SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let child = Command::new("/lib/systemd/systemd-journald")
+            .arg(&namespace)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start /lib/systemd/systemd-journald (Debian package systemd)");
+        let machine_id = std::fs::read_to_string("/etc/machine-id")
+            .expect("read /etc/machine-id")
+            .trim()
+            .to_owned();
+        let candidates = [
+            PathBuf::from(format!("/var/log/journal/{machine_id}.{namespace}")),
+            PathBuf::from(format!("/run/log/journal/{machine_id}.{namespace}")),
+        ];
+        let socket = PathBuf::from(format!("/run/systemd/journal.{namespace}/socket"));
+        let mut j = Journald {
+            child,
+            namespace,
+            dir: PathBuf::new(),
+        };
+        eventually(Duration::from_secs(20), "journald to start", || {
+            socket.exists() && candidates.iter().any(|c| c.join("system.journal").exists())
+        });
+        j.dir = candidates
+            .into_iter()
+            .find(|c| c.exists())
+            .expect("journal dir");
+        j
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/run/systemd/journal.{}", self.namespace))
+    }
+
+    /// Sends one entry over the native protocol: values may hold any bytes.
+    pub fn send(&self, fields: &[(&str, &[u8])]) {
+        let mut payload = Vec::new();
+        for (name, value) in fields {
+            if value.contains(&b'\n') {
+                payload.extend_from_slice(name.as_bytes());
+                payload.push(b'\n');
+                payload.extend_from_slice(&(value.len() as u64).to_le_bytes());
+                payload.extend_from_slice(value);
+                payload.push(b'\n');
+            } else {
+                payload.extend_from_slice(name.as_bytes());
+                payload.push(b'=');
+                payload.extend_from_slice(value);
+                payload.push(b'\n');
+            }
+        }
+        let sock = UnixDatagram::unbound().unwrap();
+        sock.send_to(&payload, self.runtime_dir().join("socket"))
+            .expect("send to journald");
+    }
+
+    pub fn send_message(&self, message: &str) {
+        self.send(&[
+            ("MESSAGE", message.as_bytes()),
+            ("SYSLOG_IDENTIFIER", b"jp-test"),
+        ]);
+    }
+
+    /// Writes a line the way a syslog client does, with `logger`.
+    pub fn logger(&self, message: &str) {
+        run_ok(
+            Command::new("logger")
+                .arg("--socket")
+                .arg(self.runtime_dir().join("dev-log"))
+                .args(["-t", "jp-test-logger", message]),
+        );
+    }
+
+    /// Waits until journald has written `message` to its files.
+    pub fn wait_written(&self, message: &str) {
+        eventually(Duration::from_secs(20), "journald to write", || {
+            let out = run(Command::new("journalctl")
+                .arg("-D")
+                .arg(&self.dir)
+                .args(["-o", "cat", "--no-pager"]));
+            String::from_utf8_lossy(&out.stdout).lines().any(|l| l == message)
+        });
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(self.runtime_dir());
+    }
+}
+
+/// Journal files made by the project's generator through systemd-journal-remote.
+pub fn generate_corpus(dir: &Path, args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/gen_journal.py");
+    run_ok(
+        Command::new("python3")
+            .arg(script)
+            .args(args)
+            .arg("--quiet")
+            .arg("--journal")
+            .arg(dir),
+    );
+}
+
+/// `journalctl --file F -o json --all` for every file in `dir` (file by file: the merged view
+/// skips entries whose timestamps are out of order across files), keyed by cursor.
+pub fn journalctl_json(dir: &Path) -> BTreeMap<String, serde_json::Value> {
+    let mut all = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("journal") {
+            continue;
+        }
+        let out = run_ok(
+            Command::new("journalctl")
+                .arg("--file")
+                .arg(&path)
+                .args(["-o", "json", "--all", "--no-pager"]),
+        );
+        for line in out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            let cursor = v["__CURSOR"].as_str().unwrap().to_owned();
+            all.insert(cursor, v);
+        }
+    }
+    all
+}
+
+pub fn write_file(path: &Path, text: &str) {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Every row of every Parquet file under `dir`, read with pyarrow (not our code): the columns
+/// plus `_file` (relative path) and `_schema`.
+pub fn parquet_rows(dir: &Path) -> Vec<serde_json::Value> {
+    let python = std::env::var("JP_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/read_parquet_tree.py");
+    let out = run(Command::new(&python).arg(script).arg(dir));
+    assert!(
+        out.status.success(),
+        "reading Parquet with pyarrow ({python}) failed: {} (scripts/setup.sh installs it)",
+        stderr(&out)
+    );
+    out.stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+/// One entry for `journal_file`: its realtime (µs) and its fields (any bytes).
+pub struct RawEntry {
+    pub realtime_usec: u64,
+    pub fields: Vec<(String, Vec<u8>)>,
+}
+
+/// Writes entries into a real journal file with systemd-journal-remote (export format on stdin).
+pub fn journal_file(path: &Path, entries: &[RawEntry]) {
+    let mut stream = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let head = format!(
+            "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=0123456789abcdef0123456789abcdef\n",
+            e.realtime_usec,
+            1_000_000 + i as u64
+        );
+        stream.extend_from_slice(head.as_bytes());
+        for (name, value) in &e.fields {
+            let plain = value.iter().all(|&b| b >= b' ' || b == b'\t') && !value.contains(&0x7f);
+            if plain {
+                stream.extend_from_slice(name.as_bytes());
+                stream.push(b'=');
+                stream.extend_from_slice(value);
+            } else {
+                stream.extend_from_slice(name.as_bytes());
+                stream.push(b'\n');
+                stream.extend_from_slice(&(value.len() as u64).to_le_bytes());
+                stream.extend_from_slice(value);
+            }
+            stream.push(b'\n');
+        }
+        stream.push(b'\n');
+    }
+    let mut child = Command::new("/lib/systemd/systemd-journal-remote")
+        .arg("-o")
+        .arg(path)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run systemd-journal-remote");
+    child.stdin.take().unwrap().write_all(&stream).unwrap();
+    assert!(child.wait().unwrap().success(), "systemd-journal-remote failed");
+}
+
+/// sha256 of every file under `dir`, by relative path: to compare trees byte for byte.
+pub fn tree_digest(dir: &Path) -> BTreeMap<String, String> {
+    let out = run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg("cd \"$1\" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum")
+            .arg("sh")
+            .arg(dir),
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once("  ").map(|(h, p)| (p.to_owned(), h.to_owned())))
+        .collect()
+}

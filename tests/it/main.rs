@@ -1,0 +1,6 @@
+//! One integration-test binary: a harness (temp dir, binaries, a private journald) and tests
+//! named after what they guard.
+
+mod collector;
+mod flush;
+mod harness;
