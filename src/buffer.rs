@@ -89,7 +89,10 @@ impl Buffer {
     }
 
     fn create_schema(&self) -> Result<()> {
-        let columns: Vec<String> = COLUMNS.iter().map(|(n, t)| format!("{n} {t}")).collect();
+        let columns: Vec<String> = COLUMNS
+            .iter()
+            .map(|(n, t, nullable)| format!("{n} {t}{}", if *nullable { "" } else { " NOT NULL" }))
+            .collect();
         self.conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS buffer_meta (schema_version INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS journal_logs ({});
@@ -150,16 +153,16 @@ impl Buffer {
             )
             .optional()
             .with_context(|| format!("failed to read the position from {}", self.path.display()))?;
-        Ok(row.map(|(cursor, at_head, watermark_usec, gaps_total)| {
-            CollectorState {
+        Ok(row.map(
+            |(cursor, at_head, watermark_usec, gaps_total)| CollectorState {
                 position: match cursor {
                     Some(c) if !at_head => Position::After(c),
                     _ => Position::Head,
                 },
                 watermark_usec,
                 gaps_total,
-            }
-        }))
+            },
+        ))
     }
 
     /// Appends `rows` and records `state` in one transaction: the rows and the position can never

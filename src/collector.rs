@@ -58,12 +58,12 @@ impl Reader {
             }
             // Checking the clock every entry costs more than reading one; every 256 is enough.
             n = n.wrapping_add(1);
-            if n % 256 == 0 && Instant::now() >= until {
+            if n.is_multiple_of(256) && Instant::now() >= until {
                 return Ok(Fill::More);
             }
             if self.unread_current {
                 self.unread_current = false;
-            } else if !self.journal.next()? {
+            } else if !self.journal.step_forward()? {
                 return Ok(Fill::CaughtUp);
             }
             self.read_current(batch)?;
@@ -206,7 +206,9 @@ struct Collector {
 
 impl Collector {
     fn buffer(&mut self) -> &mut Buffer {
-        self.buffer.as_mut().expect("the collector holds the buffer outside hand-offs")
+        self.buffer
+            .as_mut()
+            .expect("the collector holds the buffer outside hand-offs")
     }
 
     /// Commits the batch in hand (possibly empty) with the position and watermark, then mirrors
@@ -242,10 +244,7 @@ impl Collector {
             .unwrap_or_else(|| "none yet".into());
         let lag = match (self.caught_up_at, self.reader.newest_usec) {
             (Some(_), _) => "caught up".into(),
-            (None, Some(n)) => format!(
-                "lag {:.1} s",
-                (now_usec() - n as i64).max(0) as f64 / 1e6
-            ),
+            (None, Some(n)) => format!("lag {:.1} s", (now_usec() - n as i64).max(0) as f64 / 1e6),
             _ => "waiting for entries".into(),
         };
         format!(
@@ -271,7 +270,10 @@ impl Collector {
             self.caught_up_at = Some(now_usec());
         }
         self.commit()?;
-        let buffer = self.buffer.take().expect("buffer is open outside hand-offs");
+        let buffer = self
+            .buffer
+            .take()
+            .expect("buffer is open outside hand-offs");
         buffer.close()?;
         if peer.grant().is_err() {
             log::debug!("jp-flush went away before the buffer was handed over");
@@ -284,9 +286,14 @@ impl Collector {
                     PollFd::new(peer.fd(), PollFlags::POLLIN),
                     PollFd::new(signals.fd(), PollFlags::POLLIN),
                 ];
-                let wait = watchdog.unwrap_or(Duration::from_secs(10)).min(Duration::from_secs(10));
-                poll(&mut fds, PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX))
-                    .context("failed to wait for jp-flush")?;
+                let wait = watchdog
+                    .unwrap_or(Duration::from_secs(10))
+                    .min(Duration::from_secs(10));
+                poll(
+                    &mut fds,
+                    PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX),
+                )
+                .context("failed to wait for jp-flush")?;
                 service::notify_watchdog();
                 if signals.pending().is_some() {
                     return Ok(HandOff::Stop);
@@ -352,9 +359,13 @@ impl Collector {
                     return Ok(());
                 }
                 Err(e) if crate::buffer::is_lock_conflict(&e) => {
+                    log::debug!("reopening after a hand-off: {e:#}");
                     service::notify_watchdog();
                     if signals.pending().is_some() {
-                        bail!("stopped while waiting for {} to be released", path.display());
+                        bail!(
+                            "stopped while waiting for {} to be released",
+                            path.display()
+                        );
                     }
                     if since.elapsed() >= Duration::from_secs(60) {
                         log::warn!("{e:#}; still waiting");
@@ -389,7 +400,7 @@ fn position_journal(
         None => {
             journal.seek_tail()?;
             // Step onto the last entry: reading goes on after it, and its cursor is the start.
-            fresh = Some(match journal.previous()? {
+            fresh = Some(match journal.step_back()? {
                 true => Position::After(journal.cursor()?),
                 false => Position::Head,
             });
@@ -397,7 +408,7 @@ fn position_journal(
         Some(Position::Head) => journal.seek_head()?,
         Some(Position::After(cursor)) => {
             journal.seek_cursor(cursor)?;
-            if journal.next()? {
+            if journal.step_forward()? {
                 if !journal.test_cursor(cursor)? {
                     // The saved entry is gone (vacuumed, rotated away, or another journal):
                     // the entry we landed on is the first one not read yet.
@@ -463,12 +474,19 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
 
     if let Source::Directory(dir) = &settings.source {
         if !dir.is_dir() {
-            bail!("failed to read journal directory {}: not a directory", dir.display());
+            bail!(
+                "failed to read journal directory {}: not a directory",
+                dir.display()
+            );
         }
     }
     let journal = Journal::open(&settings.source)?;
-    let (reader, fresh) =
-        position_journal(journal, position.as_ref(), args.from_head, &mut state.gaps_total)?;
+    let (reader, fresh) = position_journal(
+        journal,
+        position.as_ref(),
+        args.from_head,
+        &mut state.gaps_total,
+    )?;
     let buffered_rows = buffer.row_count()?;
     let mut collector = Collector {
         settings,

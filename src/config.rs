@@ -153,7 +153,10 @@ impl Settings {
 
         // systemd may list several directories, colon-separated: the first is ours.
         let systemd_state = std::env::var_os("STATE_DIRECTORY")
-            .and_then(|v| v.to_str().and_then(|s| s.split(':').next().map(PathBuf::from)))
+            .and_then(|v| {
+                v.to_str()
+                    .and_then(|s| s.split(':').next().map(PathBuf::from))
+            })
             .filter(|p| !p.as_os_str().is_empty());
         let state_dir = common
             .state_dir

@@ -63,12 +63,21 @@ fn quote(text: &str) -> String {
 }
 
 /// The exported columns, each cast to its buffer type, so that every file has the same schema
-/// whatever it was merged from.
+/// whatever it was merged from. DuckDB marks a Parquet column REQUIRED when the statistics of the
+/// data show no NULL; a nullable column is wrapped in a CASE on a volatile condition (never false,
+/// never folded away) so that it is OPTIONAL in every file, with or without NULLs in that minute.
 fn select_list() -> String {
     COLUMNS
         .iter()
-        .filter(|(name, _)| *name != BUFFER_ONLY_COLUMN)
-        .map(|(name, ty)| format!("CAST(\"{name}\" AS {ty}) AS \"{name}\""))
+        .filter(|(name, _, _)| *name != BUFFER_ONLY_COLUMN)
+        .map(|(name, ty, nullable)| {
+            let value = format!("CAST(\"{name}\" AS {ty})");
+            if *nullable {
+                format!("CASE WHEN random() < 2 THEN {value} ELSE NULL END AS \"{name}\"")
+            } else {
+                format!("{value} AS \"{name}\"")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -119,7 +128,11 @@ pub fn export(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Report>
             "{}: {rows} entries in {:?}{}",
             minute_file(&settings.data_dir, &host_dir, minute).display(),
             started.elapsed(),
-            if merged { " (merged into the existing file)" } else { "" }
+            if merged {
+                " (merged into the existing file)"
+            } else {
+                ""
+            }
         );
     }
     Ok(report)

@@ -57,7 +57,8 @@ impl Listener {
     pub fn bind(path: &Path) -> Result<Listener> {
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("failed to remove the old {}", path.display()))
+                return Err(e)
+                    .with_context(|| format!("failed to remove the old {}", path.display()))
             }
             _ => {}
         }
@@ -83,14 +84,23 @@ impl Listener {
     pub fn accept(&self) -> Option<Peer> {
         let (stream, _) = self.socket.accept().ok()?;
         stream.set_nonblocking(false).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(1)))
-            .ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
         let pid = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
             .map(|c| c.pid())
             .ok();
         let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line).ok()?;
+        if let Err(e) = BufReader::new(&stream).read_line(&mut line) {
+            log::debug!(
+                "hand-off request from PID {} not read: {e}",
+                pid.unwrap_or(0)
+            );
+            return None;
+        }
+        log::debug!(
+            "hand-off request {:?} from PID {}",
+            line.trim(),
+            pid.unwrap_or(0)
+        );
         if line.trim() != RELEASE {
             log::warn!(
                 "{}: ignored a request {:?} from PID {}",
@@ -151,7 +161,9 @@ pub struct Lease {
 
 impl Lease {
     pub fn buffer(&mut self) -> &mut Buffer {
-        self.buffer.as_mut().expect("the lease holds the buffer until dropped")
+        self.buffer
+            .as_mut()
+            .expect("the lease holds the buffer until dropped")
     }
 
     /// Whether a running collector handed the file over (false: none was listening).
@@ -202,16 +214,14 @@ pub fn acquire(settings: &Settings) -> Result<Lease> {
                 stream
                     .set_read_timeout(Some(remaining.max(Duration::from_millis(1))))
                     .ok();
-                if stream
-                    .write_all(format!("{RELEASE}\n").as_bytes())
-                    .is_err()
-                {
+                if stream.write_all(format!("{RELEASE}\n").as_bytes()).is_err() {
                     sleep(pause);
                     continue;
                 }
                 let mut answer = String::new();
                 match BufReader::new(&stream).read_line(&mut answer) {
                     Ok(_) if answer.trim() == RELEASED => {
+                        log::debug!("the collector released {}", path.display());
                         let buffer = Buffer::open_waiting(&path, settings, deadline)
                             .map_err(|e| unavailable_if_locked(e, &path))?;
                         return Ok(Lease {
@@ -232,11 +242,15 @@ pub fn acquire(settings: &Settings) -> Result<Lease> {
                 // (a collector starting up, another flush).
                 match Buffer::open(&path, settings) {
                     Ok(buffer) => {
+                        log::debug!(
+                            "no collector listens on {}: opened the buffer directly",
+                            socket.display()
+                        );
                         return Ok(Lease {
                             buffer: Some(buffer),
                             collector: None,
                             waited: started.elapsed(),
-                        })
+                        });
                     }
                     Err(e) if is_lock_conflict(&e) => sleep(pause),
                     Err(e) => return Err(e),

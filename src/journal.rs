@@ -107,12 +107,12 @@ impl Journal {
     }
 
     /// Moves to the next entry; false at the end of the journal.
-    pub fn next(&mut self) -> Result<bool> {
+    pub fn step_forward(&mut self) -> Result<bool> {
         let r = unsafe { ffi::sd_journal_next(self.handle) };
         Ok(self.check(r, "read the next entry of")? > 0)
     }
 
-    pub fn previous(&mut self) -> Result<bool> {
+    pub fn step_back(&mut self) -> Result<bool> {
         let r = unsafe { ffi::sd_journal_previous(self.handle) };
         Ok(self.check(r, "read the previous entry of")? > 0)
     }
@@ -122,7 +122,9 @@ impl Journal {
         let r = unsafe { ffi::sd_journal_get_cursor(self.handle, &mut ptr) };
         self.check(r, "get the cursor of an entry in")?;
         // sd_journal_get_cursor hands over a malloc()ed string.
-        let cursor = unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned();
+        let cursor = unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned();
         unsafe { libc::free(ptr as *mut libc::c_void) };
         Ok(cursor)
     }
@@ -149,7 +151,7 @@ impl Journal {
     pub fn for_each_field(&mut self, mut each: impl FnMut(&[u8])) -> Result<usize> {
         unsafe { ffi::sd_journal_restart_data(self.handle) };
         loop {
-            let mut data: *const libc::c_void = std::ptr::null();
+            let mut data: *const u8 = std::ptr::null();
             let mut len: libc::size_t = 0;
             let r = unsafe { ffi::sd_journal_enumerate_data(self.handle, &mut data, &mut len) };
             if r == 0 {
@@ -159,7 +161,7 @@ impl Journal {
                 return Ok(1);
             }
             // The pointer is only valid until the next enumerate call: `each` copies what it keeps.
-            each(unsafe { std::slice::from_raw_parts(data as *const u8, len) });
+            each(unsafe { std::slice::from_raw_parts(data, len) });
         }
     }
 

@@ -25,7 +25,9 @@ pub fn is_plain_host(name: &[u8]) -> bool {
     }
     name.split(|&b| b == b'.').all(|label| {
         !label.is_empty()
-            && label.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && label
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
             && label[0] != b'-'
             && label[label.len() - 1] != b'-'
     })
@@ -149,6 +151,9 @@ mod tests {
     fn minute_file_is_utc_by_minute() {
         // 2024-03-01 00:05:00 UTC
         let p = minute_file(Path::new("/d"), "web-01", 1_709_251_500_000_000);
-        assert_eq!(p, PathBuf::from("/d/web-01/2024/03/01/20240301-0005.parquet"));
+        assert_eq!(
+            p,
+            PathBuf::from("/d/web-01/2024/03/01/20240301-0005.parquet")
+        );
     }
 }

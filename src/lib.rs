@@ -21,6 +21,9 @@ use std::process::ExitCode;
 /// once: 1 failure, 75 the buffer could not be had in time, 78 bad configuration. (Usage errors
 /// exit 2 from argument parsing, before this runs.)
 pub fn exit_with(identifier: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    // The journal can hold secrets: nothing this tool creates (buffer, cursor, Parquet files,
+    // directories) is readable by others.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

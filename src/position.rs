@@ -131,14 +131,22 @@ mod tests {
 
     #[test]
     fn rejects_garbage_as_a_cursor() {
-        for bad in ["", "head", "s=1;i=2", &CURSOR.replace("i=1f", "i=zz"), "\u{0}\u{1}"] {
+        for bad in [
+            "",
+            "head",
+            "s=1;i=2",
+            &CURSOR.replace("i=1f", "i=zz"),
+            "\u{0}\u{1}",
+        ] {
             assert!(parse_cursor(bad).is_none(), "{bad:?}");
         }
     }
 
     #[test]
     fn jump_counts_skipped_entries_within_one_sequence() {
-        let later = CURSOR.replace("i=1f", "i=2f").replace("t=6128e0e9baf30", "t=6128e0f8fd170");
+        let later = CURSOR
+            .replace("i=1f", "i=2f")
+            .replace("t=6128e0e9baf30", "t=6128e0eaaf170");
         assert_eq!(
             describe_jump(CURSOR, &later),
             "15 entries skipped, 1.0 s of journal time"

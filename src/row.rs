@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use duckdb::arrow::array::{
-    ArrayRef, Int32Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
-    UInt8Builder,
+    ArrayRef, Int32Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder, UInt8Builder,
 };
 use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use duckdb::arrow::record_batch::RecordBatch;
@@ -13,30 +12,32 @@ use duckdb::arrow::record_batch::RecordBatch;
 use crate::journal::id128_hex;
 use crate::layout::host_dir;
 
-/// The columns of `journal_logs` and of the Parquet files, in order, with their DuckDB types.
-pub const COLUMNS: &[(&str, &str)] = &[
-    ("timestamp", "TIMESTAMP"),
-    ("minute_key", "TIMESTAMP"),
-    ("hostname", "VARCHAR"),
-    ("cursor", "VARCHAR"),
-    ("fields", "JSON"),
-    ("message", "VARCHAR"),
-    ("priority", "UTINYINT"),
-    ("syslog_identifier", "VARCHAR"),
-    ("systemd_unit", "VARCHAR"),
-    ("pid", "INTEGER"),
-    ("uid", "INTEGER"),
-    ("gid", "INTEGER"),
-    ("comm", "VARCHAR"),
-    ("exe", "VARCHAR"),
-    ("boot_id", "VARCHAR"),
-    ("machine_id", "VARCHAR"),
-    ("transport", "VARCHAR"),
-    ("monotonic_usec", "UBIGINT"),
-    ("source_timestamp", "TIMESTAMP"),
+/// The columns of `journal_logs` and of the Parquet files, in order: name, DuckDB type, and
+/// whether the column can be NULL. Parquet files mark the same columns OPTIONAL in every file,
+/// whatever the data (see `flush::select_list`).
+pub const COLUMNS: &[(&str, &str, bool)] = &[
+    ("timestamp", "TIMESTAMP", false),
+    ("minute_key", "TIMESTAMP", false),
+    ("hostname", "VARCHAR", true),
+    ("cursor", "VARCHAR", false),
+    ("fields", "JSON", false),
+    ("message", "VARCHAR", true),
+    ("priority", "UTINYINT", true),
+    ("syslog_identifier", "VARCHAR", true),
+    ("systemd_unit", "VARCHAR", true),
+    ("pid", "INTEGER", true),
+    ("uid", "INTEGER", true),
+    ("gid", "INTEGER", true),
+    ("comm", "VARCHAR", true),
+    ("exe", "VARCHAR", true),
+    ("boot_id", "VARCHAR", false),
+    ("machine_id", "VARCHAR", true),
+    ("transport", "VARCHAR", true),
+    ("monotonic_usec", "UBIGINT", false),
+    ("source_timestamp", "TIMESTAMP", true),
     // Buffer only, not exported: the entry's directory under DATA (see `layout`), computed once at
     // ingest so that jp-flush can group rows by it.
-    ("host_dir", "VARCHAR"),
+    ("host_dir", "VARCHAR", false),
 ];
 
 /// The one buffer column that is not written to Parquet.
@@ -114,7 +115,11 @@ impl Fields {
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.spans.iter().map(|&(s, eq, e)| {
-            let value = if eq < e { &self.bytes[eq + 1..e] } else { &[][..] };
+            let value = if eq < e {
+                &self.bytes[eq + 1..e]
+            } else {
+                &[][..]
+            };
             (&self.bytes[s..eq], value)
         })
     }
@@ -365,10 +370,12 @@ impl Batch {
         self.cursor.append_value(meta.cursor);
         self.fields.append_value(&self.json);
         self.message.append_option(as_text(first[MESSAGE]));
-        self.priority.append_option(as_number::<u8>(first[PRIORITY]));
+        self.priority
+            .append_option(as_number::<u8>(first[PRIORITY]));
         self.syslog_identifier
             .append_option(as_text(first[SYSLOG_IDENTIFIER]));
-        self.systemd_unit.append_option(as_text(first[SYSTEMD_UNIT]));
+        self.systemd_unit
+            .append_option(as_text(first[SYSTEMD_UNIT]));
         self.pid.append_option(as_number::<i32>(first[PID]));
         self.uid.append_option(as_number::<i32>(first[UID]));
         self.gid.append_option(as_number::<i32>(first[GID]));
@@ -399,7 +406,7 @@ impl Batch {
         let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
         let fields: Vec<Field> = COLUMNS
             .iter()
-            .map(|(name, ty)| {
+            .map(|(name, ty, nullable)| {
                 let dt = match *ty {
                     "TIMESTAMP" => ts.clone(),
                     "UTINYINT" => DataType::UInt8,
@@ -407,7 +414,7 @@ impl Batch {
                     "UBIGINT" => DataType::UInt64,
                     _ => DataType::Utf8,
                 };
-                Field::new(*name, dt, true)
+                Field::new(*name, dt, *nullable)
             })
             .collect();
         Schema::new(fields)

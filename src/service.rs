@@ -89,9 +89,27 @@ impl Signals {
     }
 }
 
+/// Sends `states` to `$NOTIFY_SOCKET`, never blocking: a service manager (or a test) that does
+/// not drain its socket must not freeze the collector. (sd-notify's `notify` blocks when the
+/// receiver's queue is full; the message format is its `Display`.)
 fn notify(states: &[NotifyState]) {
-    // Without $NOTIFY_SOCKET this is a no-op; a failure to reach systemd is not worth stopping for.
-    if let Err(e) = sd_notify::notify(false, states) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let message: String = states.iter().map(|s| format!("{s}\n")).collect();
+    let bytes = path.as_encoded_bytes();
+    let sent = (|| -> std::io::Result<()> {
+        let addr = match bytes.strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name)?,
+            None => SocketAddr::from_pathname(std::path::Path::new(&path))?,
+        };
+        let socket = UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
+        socket.send_to_addr(message.as_bytes(), &addr).map(drop)
+    })();
+    if let Err(e) = sent {
         log::debug!("sd_notify failed: {e}");
     }
 }
