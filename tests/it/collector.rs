@@ -23,10 +23,14 @@ fn tail_start_then_restart_loses_and_repeats_nothing() {
         journald.send_message(&format!("first-{i}"));
     }
     journald.logger("first-logger");
-    eventually(Duration::from_secs(30), "first entries in the buffer", || {
-        let m = t.messages();
-        m.iter().any(|m| m == "first-199") && m.iter().any(|m| m == "first-logger")
-    });
+    eventually(
+        Duration::from_secs(30),
+        "first entries in the buffer",
+        || {
+            let m = t.messages();
+            m.iter().any(|m| m == "first-199") && m.iter().any(|m| m == "first-logger")
+        },
+    );
     sigterm(&child);
     assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
 
@@ -38,16 +42,20 @@ fn tail_start_then_restart_loses_and_repeats_nothing() {
     for i in 0..200 {
         journald.send_message(&format!("second-{i}"));
     }
-    eventually(Duration::from_secs(30), "second entries in the buffer", || {
-        t.messages().iter().any(|m| m == "second-199")
-    });
+    eventually(
+        Duration::from_secs(30),
+        "second entries in the buffer",
+        || t.messages().iter().any(|m| m == "second-199"),
+    );
     sigterm(&child);
     assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
 
     let messages = t.messages();
     let ours: Vec<&String> = messages
         .iter()
-        .filter(|m| m.starts_with("first-") || m.starts_with("between-") || m.starts_with("second-"))
+        .filter(|m| {
+            m.starts_with("first-") || m.starts_with("between-") || m.starts_with("second-")
+        })
         .collect();
     let distinct: BTreeSet<&String> = ours.iter().copied().collect();
     assert_eq!(ours.len(), 601, "every entry once: {} rows", ours.len());
@@ -84,9 +92,11 @@ fn reads_the_system_journal_by_default() {
         .write_all(format!("MESSAGE={marker}\nSYSLOG_IDENTIFIER=jp-test\n").as_bytes())
         .unwrap();
     assert!(logger.wait().unwrap().success());
-    eventually(Duration::from_secs(30), "the marker from the system journal", || {
-        t.messages().contains(&marker)
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the marker from the system journal",
+        || t.messages().contains(&marker),
+    );
     sigterm(&child);
     assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
 }
@@ -100,14 +110,31 @@ fn corpus_arrives_once_with_every_field_equal_to_journalctl() {
     generate_corpus(
         &corpus,
         &[
-            "-n", "6000", "--hosts", "2", "--seed", "7", "--duration", "10m",
-            "--large-every", "2000", "--binary-fraction", "0.03", "--dup-field-fraction", "0.03",
+            "-n",
+            "6000",
+            "--hosts",
+            "2",
+            "--seed",
+            "7",
+            "--duration",
+            "10m",
+            "--large-every",
+            "2000",
+            "--binary-fraction",
+            "0.03",
+            "--dup-field-fraction",
+            "0.03",
         ],
     );
     let expected = journalctl_json(&corpus);
     assert_eq!(expected.len(), 6000);
 
-    run_ok(t.collector(&["--directory", corpus.to_str().unwrap(), "--from-head", "--once"]));
+    run_ok(&mut t.collector(&[
+        "--directory",
+        corpus.to_str().unwrap(),
+        "--from-head",
+        "--once",
+    ]));
 
     let rows: Vec<(String, String, Option<String>, Option<String>)> = t.with_buffer(|c| {
         let mut st = c
@@ -141,7 +168,10 @@ fn corpus_arrives_once_with_every_field_equal_to_journalctl() {
         }
         assert_eq!(hostname.as_deref(), want["_HOSTNAME"].as_str());
     }
-    assert!(binary > 0 && repeated > 0 && large > 0, "{binary} {repeated} {large}");
+    assert!(
+        binary > 0 && repeated > 0 && large > 0,
+        "{binary} {repeated} {large}"
+    );
 }
 
 /// Guards exactly-once under crashes: kill -9 at random points, many times, then --once.
@@ -149,7 +179,19 @@ fn corpus_arrives_once_with_every_field_equal_to_journalctl() {
 fn kill_9_at_random_points_then_once_keeps_every_entry_exactly_once() {
     let t = TestDir::new();
     let corpus = t.path().join("corpus");
-    generate_corpus(&corpus, &["-n", "60000", "--hosts", "3", "--seed", "11", "--duration", "20m"]);
+    generate_corpus(
+        &corpus,
+        &[
+            "-n",
+            "60000",
+            "--hosts",
+            "3",
+            "--seed",
+            "11",
+            "--duration",
+            "20m",
+        ],
+    );
     let expected = journalctl_json(&corpus);
     let dir = corpus.to_str().unwrap();
 
@@ -170,15 +212,22 @@ fn kill_9_at_random_points_then_once_keeps_every_entry_exactly_once() {
         let status = child.wait().unwrap();
         eprintln!("round {round}: killed after {ms} ms ({status})");
     }
-    run_ok(t.collector(&["--directory", dir, "--once"]));
+    run_ok(&mut t.collector(&["--directory", dir, "--once"]));
 
     let counts = t.cursor_counts();
     let dupes: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(dupes.is_empty(), "duplicated: {:?}", &dupes[..dupes.len().min(5)]);
+    assert!(
+        dupes.is_empty(),
+        "duplicated: {:?}",
+        &dupes[..dupes.len().min(5)]
+    );
     let got: BTreeSet<&String> = counts.keys().collect();
     let want: BTreeSet<&String> = expected.keys().collect();
     assert_eq!(got.len(), want.len(), "lost or extra entries");
-    assert!(got == want, "the buffer holds other entries than the corpus");
+    assert!(
+        got == want,
+        "the buffer holds other entries than the corpus"
+    );
 }
 
 /// Guards the systemd protocol: READY=1 after start, STATUS= readable, STOPPING=1 on SIGTERM,
@@ -188,12 +237,17 @@ fn notify_socket_gets_ready_status_and_stopping() {
     let t = TestDir::new();
     let corpus = t.path().join("corpus");
     generate_corpus(&corpus, &["-n", "500", "--hosts", "1"]);
-    let (mut child, mut notify) =
-        start_collector(&t, &["--directory", corpus.to_str().unwrap(), "--from-head"]);
+    let (mut child, mut notify) = start_collector(
+        &t,
+        &["--directory", corpus.to_str().unwrap(), "--from-head"],
+    );
     assert!(
-        notify.seen.iter().any(|m| m.contains("STATUS=") && m.contains("entries buffered")),
+        notify
+            .seen()
+            .iter()
+            .any(|m| m.contains("STATUS=") && m.contains("entries buffered")),
         "{:?}",
-        notify.seen
+        notify.seen()
     );
     sigterm(&child);
     notify.wait_for("STOPPING=1", Duration::from_secs(10));
@@ -204,7 +258,10 @@ fn notify_socket_gets_ready_status_and_stopping() {
 #[test]
 fn bad_config_exits_78_naming_the_file_and_key() {
     let t = TestDir::new();
-    write_file(&t.config(), "commit_interval_ms = 5000\nstate_dri = \"/tmp\"\n");
+    write_file(
+        &t.config(),
+        "commit_interval_ms = 5000\nstate_dri = \"/tmp\"\n",
+    );
     let out = run(&mut t.collector(&["--once"]));
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     let err = stderr(&out);
@@ -228,27 +285,31 @@ fn unwritable_state_dir_exits_1_naming_the_path() {
     std::fs::create_dir(&ro).unwrap();
     // Root ignores permission bits: a read-only mount is what stops it.
     let mounted = nix::unistd::geteuid().is_root()
-        && run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "ro,size=1m", "jp-test"]).arg(&ro))
-            .status
-            .success();
+        && run(std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro,size=1m", "jp-test"])
+            .arg(&ro))
+        .status
+        .success();
     if !mounted {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
     }
     let state = ro.join("state");
-    let out = run(
-        std::process::Command::new(COLLECTOR)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--config")
-            .arg(t.config())
-            .arg("--once"),
-    );
+    let out = run(std::process::Command::new(COLLECTOR)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--config")
+        .arg(t.config())
+        .arg("--once"));
     if mounted {
         run(std::process::Command::new("umount").arg(&ro));
     }
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains(state.to_str().unwrap()), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(state.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Guards the hand-off: jp-flush gets the buffer again and again while the collector follows a
@@ -265,7 +326,10 @@ fn jp_flush_gets_the_buffer_while_the_collector_runs() {
             let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
             for i in 0..20_000 {
                 let msg = format!("MESSAGE=handoff-{i}\nSYSLOG_IDENTIFIER=jp-test\n");
-                while sock.send_to(msg.as_bytes(), runtime.join("socket")).is_err() {
+                while sock
+                    .send_to(msg.as_bytes(), runtime.join("socket"))
+                    .is_err()
+                {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 if i % 1000 == 0 {
@@ -283,7 +347,11 @@ fn jp_flush_gets_the_buffer_while_the_collector_runs() {
     }
     writer.join().unwrap();
     eventually(Duration::from_secs(60), "all hand-off entries", || {
-        t.messages().iter().filter(|m| m.starts_with("handoff-")).count() >= 20_000
+        t.messages()
+            .iter()
+            .filter(|m| m.starts_with("handoff-"))
+            .count()
+            >= 20_000
     });
     sigterm(&child);
     assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
@@ -382,10 +450,18 @@ fn buffer_position_wins_and_state_file_stands_in_for_a_lost_buffer() {
     journald.send_message("two-0");
     journald.wait_written("two-0");
     let out = run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
-    assert!(stderr(&out).contains(state_file.to_str().unwrap()), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(state_file.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
     assert!(t.cursor_counts().values().all(|&n| n == 1));
     assert!(t.messages().iter().any(|m| m == "two-0"));
-    assert_ne!(std::fs::read_to_string(&state_file).unwrap(), "\u{0}garbage", "rewritten");
+    assert_ne!(
+        std::fs::read_to_string(&state_file).unwrap(),
+        "\u{0}garbage",
+        "rewritten"
+    );
 
     // The buffer deleted: the state file gives the position; only newer entries are read.
     let after_two = std::fs::read_to_string(&state_file).unwrap();
@@ -398,7 +474,10 @@ fn buffer_position_wins_and_state_file_stands_in_for_a_lost_buffer() {
     run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
     let m = t.messages();
     assert!(m.iter().any(|m| m == "three-0"));
-    assert!(!m.iter().any(|m| m.starts_with("one-") || m == "two-0"), "{m:?}");
+    assert!(
+        !m.iter().any(|m| m.starts_with("one-") || m == "two-0"),
+        "{m:?}"
+    );
 
     // No buffer and an unusable state file: exit 1 naming the file, no guessing.
     for f in ["buffer.duckdb", "buffer.duckdb.wal"] {
@@ -407,5 +486,9 @@ fn buffer_position_wins_and_state_file_stands_in_for_a_lost_buffer() {
     std::fs::write(&state_file, b"not a cursor").unwrap();
     let out = run(&mut t.collector(&["--directory", &dir, "--once"]));
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(state_file.to_str().unwrap()), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(state_file.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
 }

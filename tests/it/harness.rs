@@ -18,16 +18,31 @@ pub const FLUSH: &str = env!("CARGO_BIN_EXE_jp-flush");
 /// installed on the machine never leaks into a test).
 pub struct TestDir {
     pub dir: tempfile::TempDir,
+    data: Option<PathBuf>,
 }
 
 impl TestDir {
+    /// A test dir whose Parquet tree is `data` (another test dir's), for runs that share a tree.
+    pub fn sharing_data(data: &Path) -> TestDir {
+        TestDir {
+            data: Some(data.to_path_buf()),
+            ..TestDir::new()
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.data
+            .clone()
+            .unwrap_or_else(|| self.path().join("data"))
+    }
+
     pub fn new() -> TestDir {
         let dir = tempfile::Builder::new()
             .prefix("jp-test-")
             .tempdir()
             .expect("create temp dir");
         std::fs::write(dir.path().join("config.toml"), "").unwrap();
-        TestDir { dir }
+        TestDir { dir, data: None }
     }
 
     pub fn path(&self) -> &Path {
@@ -48,7 +63,7 @@ impl TestDir {
         cmd.arg("--state-dir")
             .arg(self.state())
             .arg("--data-dir")
-            .arg(self.path().join("data"))
+            .arg(self.data())
             .arg("--config")
             .arg(self.config())
             .args(args)
@@ -64,7 +79,7 @@ impl TestDir {
         cmd.arg("--state-dir")
             .arg(self.state())
             .arg("--data-dir")
-            .arg(self.path().join("data"))
+            .arg(self.data())
             .arg("--config")
             .arg(self.config())
             .args(args)
@@ -76,7 +91,7 @@ impl TestDir {
     pub fn settings(&self) -> Settings {
         let common = CommonArgs {
             state_dir: Some(self.state()),
-            data_dir: Some(self.path().join("data")),
+            data_dir: Some(self.data()),
             config: Some(self.config()),
             log_level: None,
         };
@@ -168,50 +183,51 @@ pub fn wait_with_limit(child: &mut Child, limit: Duration) -> std::process::Exit
 pub fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
     while !cond() {
-        assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
-/// A fake `NOTIFY_SOCKET`: collects what the service tells systemd.
+/// A fake `NOTIFY_SOCKET`: a thread drains it (as systemd does) and keeps what the service said.
 pub struct NotifySocket {
     pub path: PathBuf,
-    socket: UnixDatagram,
-    pub seen: Vec<String>,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl NotifySocket {
     pub fn new(dir: &Path) -> NotifySocket {
-        let path = dir.join("notify.sock");
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let path = dir.join(format!(
+            "notify-{}.sock",
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
         let socket = UnixDatagram::bind(&path).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        NotifySocket {
-            path,
-            socket,
-            seen: Vec::new(),
-        }
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            // Runs until the test process exits.
+            while let Ok(n) = socket.recv(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        NotifySocket { path, messages }
+    }
+
+    pub fn seen(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
     }
 
     /// Waits for a message line equal to `line` (e.g. READY=1).
     pub fn wait_for(&mut self, line: &str, limit: Duration) {
-        let end = Instant::now() + limit;
-        loop {
-            if self.seen.iter().any(|m| m.lines().any(|l| l == line)) {
-                return;
-            }
-            assert!(
-                Instant::now() < end,
-                "no {line} within {limit:?}; got {:?}",
-                self.seen
-            );
-            let mut buf = vec![0u8; 4096];
-            if let Ok(n) = self.socket.recv(&mut buf) {
-                self.seen
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
+        eventually(limit, line, || {
+            self.seen().iter().any(|m| m.lines().any(|l| l == line))
+        });
     }
 }
 
@@ -323,11 +339,14 @@ impl Journald {
     /// Waits until journald has written `message` to its files.
     pub fn wait_written(&self, message: &str) {
         eventually(Duration::from_secs(20), "journald to write", || {
-            let out = run(Command::new("journalctl")
-                .arg("-D")
-                .arg(&self.dir)
-                .args(["-o", "cat", "--no-pager"]));
-            String::from_utf8_lossy(&out.stdout).lines().any(|l| l == message)
+            let out = run(Command::new("journalctl").arg("-D").arg(&self.dir).args([
+                "-o",
+                "cat",
+                "--no-pager",
+            ]));
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l == message)
         });
     }
 
@@ -370,12 +389,12 @@ pub fn journalctl_json(dir: &Path) -> BTreeMap<String, serde_json::Value> {
         if path.extension().and_then(|e| e.to_str()) != Some("journal") {
             continue;
         }
-        let out = run_ok(
-            Command::new("journalctl")
-                .arg("--file")
-                .arg(&path)
-                .args(["-o", "json", "--all", "--no-pager"]),
-        );
+        let out = run_ok(Command::new("journalctl").arg("--file").arg(&path).args([
+            "-o",
+            "json",
+            "--all",
+            "--no-pager",
+        ]));
         for line in out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let v: serde_json::Value = serde_json::from_slice(line).unwrap();
             let cursor = v["__CURSOR"].as_str().unwrap().to_owned();
@@ -450,7 +469,10 @@ pub fn journal_file(path: &Path, entries: &[RawEntry]) {
         .spawn()
         .expect("run systemd-journal-remote");
     child.stdin.take().unwrap().write_all(&stream).unwrap();
-    assert!(child.wait().unwrap().success(), "systemd-journal-remote failed");
+    assert!(
+        child.wait().unwrap().success(),
+        "systemd-journal-remote failed"
+    );
 }
 
 /// sha256 of every file under `dir`, by relative path: to compare trees byte for byte.
@@ -464,6 +486,9 @@ pub fn tree_digest(dir: &Path) -> BTreeMap<String, String> {
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| l.split_once("  ").map(|(h, p)| (p.to_owned(), h.to_owned())))
+        .filter_map(|l| {
+            l.split_once("  ")
+                .map(|(h, p)| (p.to_owned(), h.to_owned()))
+        })
         .collect()
 }

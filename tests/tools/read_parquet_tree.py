@@ -16,7 +16,9 @@ def main(root):
                 continue
             path = os.path.join(dirpath, name)
             table = pq.read_table(path)
-            schema = ", ".join(f"{f.name}:{f.type}" for f in table.schema)
+            schema = ", ".join(
+                f"{f.name}:{f.type}{'' if f.nullable else ' not null'}" for f in table.schema
+            )
             columns = {}
             for field in table.schema:
                 col = table.column(field.name)
