@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing journal-parquet need on Debian 12, and starts a
-# journald when none runs; with --for-tests, also pyarrow for the tests. Idempotent: a second run installs nothing and starts nothing.
+# journald when none runs; with --for-tests, also pyarrow and Polars for the tests. Idempotent: a second run installs nothing and starts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -37,9 +37,10 @@ if ! journald_listens; then
   journald_listens || { echo "setup: journald did not start" >&2; exit 1; }
 fi
 
-# pyarrow from PyPI in a virtualenv of our own: the tests read every Parquet file with it.
-if [[ ${1:-} == --for-tests ]] && ! "$JP_TEST_PYTHON" -c 'import pyarrow' 2>/dev/null; then
+# pyarrow and Polars from PyPI in a virtualenv of our own: the tests read every Parquet file
+# with them (readers that are not ours).
+if [[ ${1:-} == --for-tests ]] && ! "$JP_TEST_PYTHON" -c 'import pyarrow, polars' 2>/dev/null; then
   echo "setup: installing pyarrow into $(dirname "$(dirname "$JP_TEST_PYTHON")")" >&2
   python3 -m venv "$(dirname "$(dirname "$JP_TEST_PYTHON")")"
-  "$JP_TEST_PYTHON" -m pip install -q --disable-pip-version-check pyarrow
+  "$JP_TEST_PYTHON" -m pip install -q --disable-pip-version-check pyarrow polars
 fi

@@ -200,10 +200,11 @@ pub fn acquire(settings: &Settings) -> Result<Lease> {
     let socket = settings.handoff_socket();
     let path = settings.buffer_path();
     let mut pause = Duration::from_millis(5);
+    let mut waiting_for = String::from("the collector did not answer");
     loop {
         if Instant::now() >= deadline {
             bail!(Unavailable(format!(
-                "could not get {} within {} s (the collector did not hand it over)",
+                "could not get {} within {} s: {waiting_for}",
                 path.display(),
                 settings.handoff_timeout.as_secs()
             )));
@@ -252,7 +253,10 @@ pub fn acquire(settings: &Settings) -> Result<Lease> {
                             waited: started.elapsed(),
                         });
                     }
-                    Err(e) if is_lock_conflict(&e) => sleep(pause),
+                    Err(e) if is_lock_conflict(&e) => {
+                        waiting_for = format!("{e:#}");
+                        sleep(pause);
+                    }
                     Err(e) => return Err(e),
                 }
             }

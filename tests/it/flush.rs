@@ -365,3 +365,75 @@ fn read_only_data_dir_keeps_rows_until_it_is_writable() {
     assert_eq!(parquet_rows(&data).len(), 500);
     assert_eq!(buffered_rows(&t), 0);
 }
+
+/// Guards exit 75: when the buffer cannot be had within `handoff_timeout_sec`, jp-flush gives
+/// up with EX_TEMPFAIL and leaves everything as it was.
+#[test]
+fn jp_flush_exits_75_when_the_buffer_stays_taken() {
+    let t = TestDir::new();
+    let corpus = t.path().join("corpus");
+    generate_corpus(
+        &corpus,
+        &[
+            "-n",
+            "200",
+            "--hosts",
+            "1",
+            "--seed",
+            "4",
+            "--duration",
+            "3m",
+        ],
+    );
+    let dir = corpus.to_str().unwrap();
+    run_ok(&mut t.collector(&["--directory", dir, "--from-head", "--once"]));
+    write_file(&t.config(), "handoff_timeout_sec = 1\n");
+    // Another process holds the file (here: this test, through the hand-off).
+    let mut lease = journal_parquet::handoff::acquire(&t.settings()).unwrap();
+    let started = std::time::Instant::now();
+    let out = run(&mut t.flush(&[]));
+    let took = started.elapsed();
+    let rows: u64 = lease
+        .buffer()
+        .connection()
+        .query_row("SELECT count(*) FROM journal_logs", [], |r| r.get(0))
+        .unwrap();
+    lease.finish().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(stderr(&out).contains("buffer.duckdb"), "{}", stderr(&out));
+    assert!(took < Duration::from_secs(10), "gave up after {took:?}");
+    assert_eq!(rows, 200);
+    assert!(!t.data().exists(), "nothing was written");
+}
+
+/// Guards the foreground mode: `--flush-every` makes the collector write completed minutes
+/// itself, with no jp-flush and no timer.
+#[test]
+fn collector_flushes_by_itself_with_flush_every() {
+    let t = TestDir::new();
+    let corpus = t.path().join("corpus");
+    generate_corpus(
+        &corpus,
+        &[
+            "-n",
+            "2000",
+            "--hosts",
+            "2",
+            "--seed",
+            "6",
+            "--duration",
+            "4m",
+        ],
+    );
+    let dir = corpus.to_str().unwrap();
+    let (mut child, _n) = start_collector(
+        &t,
+        &["--directory", dir, "--from-head", "--flush-every", "1"],
+    );
+    eventually(Duration::from_secs(60), "every entry in Parquet", || {
+        t.data().exists() && parquet_rows(&t.data()).len() == 2000
+    });
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+    assert_eq!(t.cursor_counts().len(), 0, "exported rows left the buffer");
+}

@@ -8,6 +8,11 @@ import sys
 
 import pyarrow.parquet as pq
 
+try:  # a second reader that is not ours, where installed (scripts/setup.sh --for-tests does)
+    import polars
+except ImportError:
+    polars = None
+
 
 def main(root):
     for dirpath, _dirs, files in os.walk(root):
@@ -16,6 +21,9 @@ def main(root):
                 continue
             path = os.path.join(dirpath, name)
             table = pq.read_table(path)
+            if polars is not None:
+                frame = polars.read_parquet(path)
+                assert frame.height == table.num_rows, f"polars reads {frame.height} rows of {path}"
             schema = ", ".join(
                 f"{f.name}:{f.type}{'' if f.nullable else ' not null'}" for f in table.schema
             )
