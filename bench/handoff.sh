@@ -20,6 +20,8 @@ cleanup() {
   rm -rf "$WORK" /var/log/journal/*."$NS" /run/log/journal/*."$NS" /run/systemd/journal."$NS"
 }
 trap cleanup EXIT
+# KEEP=1 keeps the logs.
+[[ -n ${KEEP:-} ]] && trap 'kill $COLLECTOR $JPID; echo "logs in $WORK"' EXIT
 for _ in $(seq 200); do
   JDIR=$(ls -d /var/log/journal/*."$NS" /run/log/journal/*."$NS" 2>/dev/null | head -1 || true)
   [[ -n $JDIR && -S /run/systemd/journal.$NS/socket ]] && break

@@ -127,6 +127,32 @@ impl Buffer {
         Ok(())
     }
 
+    /// The collector closes the file at every hand-off: without a checkpoint that close is
+    /// instant, and jp-flush (which needs the rows anyway) replays the short WAL on open and
+    /// checkpoints on its own close. DuckDB still checkpoints by itself when the WAL grows past
+    /// its threshold.
+    pub fn without_checkpoint_on_close(self) -> Result<Buffer> {
+        self.conn
+            .execute_batch("PRAGMA disable_checkpoint_on_shutdown")
+            .with_context(|| format!("failed to configure {}", self.path.display()))?;
+        Ok(self)
+    }
+
+    /// No automatic checkpoint at the next commits of this connection (until it is closed).
+    pub fn defer_checkpoints(&self) -> Result<()> {
+        self.conn
+            .execute_batch("SET checkpoint_threshold = '1TB'")
+            .with_context(|| format!("failed to configure {}", self.path.display()))
+    }
+
+    /// DuckDB's memory limit for what follows (exports need more than appends).
+    pub fn set_memory_limit(&self, limit: &str) -> Result<()> {
+        // `limit` was validated by config (digits and a unit): safe to quote.
+        self.conn
+            .execute_batch(&format!("SET memory_limit = '{limit}'"))
+            .with_context(|| format!("failed to configure {}", self.path.display()))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -263,18 +263,35 @@ impl Collector {
     /// Gives the buffer to a jp-flush and takes it back when it is done.
     fn hand_off(&mut self, mut peer: Peer, signals: &mut service::Signals) -> Result<HandOff> {
         let asked = Instant::now();
-        // Read to the end first so that the watermark covers everything up to now, but never
-        // for longer than a fraction of a second: jp-flush is waiting.
-        let until = asked + Duration::from_millis(200);
-        if let Fill::CaughtUp = self.reader.fill(&mut self.batch, &self.settings, until)? {
-            self.caught_up_at = Some(now_usec());
+        // jp-flush is waiting, and committing a second's worth of rows can take a while: rows
+        // read but not committed are dropped instead, and the journal rewound to the committed
+        // position, so they are read again after the hand-off (the journal is the buffer).
+        // Only the position and watermark are committed, a transaction of one row.
+        if let Some(oldest) = self.batch.oldest_usec() {
+            drop(self.batch.take());
+            self.rewind()?;
+            // The watermark must not cover rows that are no longer in the buffer.
+            let cap = oldest + WATERMARK_GRACE.as_micros() as i64;
+            self.caught_up_at = self.caught_up_at.map(|t| t.min(cap));
         }
+        let rewound = asked.elapsed();
+        // A commit that pushes the WAL past DuckDB's threshold checkpoints (seconds under load):
+        // not this one. jp-flush checkpoints when it closes the file.
+        self.buffer().defer_checkpoints()?;
         self.commit()?;
+        let committed = asked.elapsed();
         let buffer = self
             .buffer
             .take()
             .expect("buffer is open outside hand-offs");
         buffer.close()?;
+        log::debug!(
+            "released the buffer after {:.1} ms (rewind {:.1} ms, commit {:.1} ms, close {:.1} ms)",
+            asked.elapsed().as_secs_f64() * 1e3,
+            rewound.as_secs_f64() * 1e3,
+            (committed - rewound).as_secs_f64() * 1e3,
+            (asked.elapsed() - committed).as_secs_f64() * 1e3
+        );
         if peer.grant().is_err() {
             log::debug!("jp-flush went away before the buffer was handed over");
         } else {
@@ -322,6 +339,23 @@ impl Collector {
         Ok(HandOff::Resumed)
     }
 
+    /// Moves the reader back to the committed position, forgetting what was read since.
+    fn rewind(&mut self) -> Result<()> {
+        let journal = &mut self.reader.journal;
+        self.reader.unread_current = match &self.state.position {
+            Position::Head => {
+                journal.seek_head()?;
+                self.reader.last_cursor = None;
+                false
+            }
+            Position::After(c) => {
+                self.reader.last_cursor = Some(c.clone());
+                seek_after(journal, c, &mut self.state.gaps_total)?
+            }
+        };
+        Ok(())
+    }
+
     /// `--flush-every`: the collector holds the buffer, so it exports completed minutes itself,
     /// exactly as jp-flush would. A failure is logged and the rows stay for the next attempt.
     fn flush_here(&mut self) -> Result<()> {
@@ -333,7 +367,14 @@ impl Collector {
         // next start resumes from the committed cursor. A failed export only costs a retry.
         self.commit()?;
         let buffer = self.buffer.as_ref().expect("the buffer is open");
-        match crate::flush::export(buffer, &self.settings, false) {
+        buffer.set_memory_limit(&self.settings.flush_memory_limit)?;
+        let exported = crate::flush::export(buffer, &self.settings, false);
+        buffer.set_memory_limit(&self.settings.duckdb_memory_limit)?;
+        // The export ran single-threaded; appends and checkpoints go back to the configured count.
+        buffer
+            .connection()
+            .execute_batch(&format!("SET threads = {}", self.settings.duckdb_threads))?;
+        match exported {
             Ok(r) => log::debug!(
                 "flushed {} entries into {} files ({} merged)",
                 r.rows_exported,
@@ -352,7 +393,9 @@ impl Collector {
         let since = Instant::now();
         loop {
             let deadline = Instant::now() + Duration::from_secs(5);
-            match Buffer::open_waiting(&path, &self.settings, deadline) {
+            match Buffer::open_waiting(&path, &self.settings, deadline)
+                .and_then(Buffer::without_checkpoint_on_close)
+            {
                 Ok(b) => {
                     self.buffered_rows = b.row_count()?;
                     self.buffer = Some(b);
@@ -382,6 +425,34 @@ enum HandOff {
     Stop,
 }
 
+/// Positions the journal right after the entry `cursor` names. Returns true when that entry is
+/// gone (a gap, logged and counted) and the journal now stands on the first entry not yet read.
+fn seek_after(journal: &mut Journal, cursor: &str, gaps: &mut u64) -> Result<bool> {
+    journal.seek_cursor(cursor)?;
+    if !journal.step_forward()? {
+        log::warn!(
+            "the saved position is not in {} and nothing follows it; reading new entries as \
+             they come",
+            journal.source()
+        );
+        return Ok(false);
+    }
+    if journal.test_cursor(cursor)? {
+        return Ok(false);
+    }
+    // The saved entry is gone (vacuumed, rotated away, or another journal): the entry we landed
+    // on is the first one not read yet.
+    let landed = journal.cursor()?;
+    *gaps += 1;
+    log::warn!(
+        "the saved position is no longer in {} (vacuumed?): resuming at the oldest entry after \
+         it; {} (saved {cursor}, now at {landed})",
+        journal.source(),
+        describe_jump(cursor, &landed)
+    );
+    Ok(true)
+}
+
 /// Positions the journal for reading; returns the reader, and the position to commit at once
 /// when this is a first start (so that a crash before the first entry does not move the start).
 fn position_journal(
@@ -406,30 +477,7 @@ fn position_journal(
             });
         }
         Some(Position::Head) => journal.seek_head()?,
-        Some(Position::After(cursor)) => {
-            journal.seek_cursor(cursor)?;
-            if journal.step_forward()? {
-                if !journal.test_cursor(cursor)? {
-                    // The saved entry is gone (vacuumed, rotated away, or another journal):
-                    // the entry we landed on is the first one not read yet.
-                    let landed = journal.cursor()?;
-                    *gaps += 1;
-                    log::warn!(
-                        "the saved position is no longer in {} (vacuumed?): resuming at the \
-                         oldest entry after it; {} (saved {cursor}, now at {landed})",
-                        journal.source(),
-                        describe_jump(cursor, &landed)
-                    );
-                    unread_current = true;
-                }
-            } else {
-                log::warn!(
-                    "the saved position is not in {} and nothing follows it; reading new entries \
-                     as they come",
-                    journal.source()
-                );
-            }
-        }
+        Some(Position::After(cursor)) => unread_current = seek_after(&mut journal, cursor, gaps)?,
     }
     let last_cursor = match (&fresh, position) {
         (Some(Position::After(c)), _) => Some(c.clone()),
@@ -463,7 +511,8 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         &buffer_path,
         &settings,
         Instant::now() + Duration::from_secs(60),
-    )?;
+    )
+    .and_then(Buffer::without_checkpoint_on_close)?;
     let stored = buffer.collector_state()?;
     let position = reconcile(stored.as_ref(), &settings.state_file())?;
     let mut state = stored.unwrap_or(CollectorState {
@@ -556,7 +605,10 @@ fn main_loop(
                 last_flush = Instant::now();
             }
         }
-        let until = c.pending_since.unwrap_or_else(Instant::now) + c.settings.commit_interval;
+        // Return to poll() at least every 50 ms, so that a hand-off request or a signal is seen
+        // quickly even while reading a backlog; commits still happen once per commit interval.
+        let until = (c.pending_since.unwrap_or_else(Instant::now) + c.settings.commit_interval)
+            .min(Instant::now() + Duration::from_millis(50));
         let fill = c.reader.fill(&mut c.batch, &c.settings, until)?;
         let caught_up = matches!(fill, Fill::CaughtUp);
         if caught_up {

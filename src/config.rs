@@ -92,6 +92,7 @@ struct FileConfig {
     max_batch_entries: Option<usize>,
     max_batch_mib: Option<usize>,
     duckdb_memory_limit: Option<String>,
+    flush_memory_limit: Option<String>,
     duckdb_threads: Option<u32>,
     handoff_timeout_sec: Option<u64>,
     log_level: Option<String>,
@@ -109,6 +110,9 @@ pub struct Settings {
     pub max_batch_entries: usize,
     pub max_batch_bytes: usize,
     pub duckdb_memory_limit: String,
+    /// DuckDB's memory limit while writing Parquet: sorting and buffering a row group of a busy
+    /// minute needs more than appending.
+    pub flush_memory_limit: String,
     pub duckdb_threads: u32,
     /// How long jp-flush waits for the buffer before giving up with exit 75.
     pub handoff_timeout: Duration,
@@ -191,6 +195,10 @@ impl Settings {
         if !valid_memory_limit(&duckdb_memory_limit) {
             return Err(bad("duckdb_memory_limit", "must look like 256MB or 1GB").into());
         }
+        let flush_memory_limit = file.flush_memory_limit.unwrap_or_else(|| "1GB".into());
+        if !valid_memory_limit(&flush_memory_limit) {
+            return Err(bad("flush_memory_limit", "must look like 1GB or 512MB").into());
+        }
         let duckdb_threads = file.duckdb_threads.unwrap_or(2);
         if !(1..=256).contains(&duckdb_threads) {
             return Err(bad("duckdb_threads", "must be between 1 and 256").into());
@@ -233,6 +241,7 @@ impl Settings {
             max_batch_entries,
             max_batch_bytes: max_batch_mib << 20,
             duckdb_memory_limit,
+            flush_memory_limit,
             duckdb_threads,
             handoff_timeout: Duration::from_secs(handoff_timeout),
             log_level,

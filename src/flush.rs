@@ -99,6 +99,8 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 /// Writes every completed minute (all minutes with `all`) and deletes those rows.
 pub fn export(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Report> {
     let conn = buffer.connection();
+    // One thread: each thread buffers a row group of its own, and a busy minute's rows are big.
+    conn.execute_batch("SET threads = 1")?;
     let cutoff = if all {
         i64::MAX
     } else {
@@ -190,7 +192,7 @@ fn export_minute(
         format!("{from_buffer} ORDER BY timestamp, cursor")
     };
     let copy = format!(
-        "COPY ({query}) TO {} (FORMAT parquet, COMPRESSION {}, ROW_GROUP_SIZE 100000)",
+        "COPY ({query}) TO {} (FORMAT parquet, COMPRESSION {}, ROW_GROUP_SIZE 100000, ROW_GROUP_SIZE_BYTES '64MB')",
         quote(&tmp.to_string_lossy()),
         settings.compression.sql()
     );
@@ -266,7 +268,10 @@ pub fn run(args: &FlushArgs) -> Result<()> {
     let started = Instant::now();
     let mut lease = handoff::acquire(&settings)?;
     let waited = lease.waited;
-    let result = export(lease.buffer(), &settings, args.all);
+    let result = lease
+        .buffer()
+        .set_memory_limit(&settings.flush_memory_limit)
+        .and_then(|()| export(lease.buffer(), &settings, args.all));
     // Hand the buffer back whatever happened: the rows of a failed minute stay for the next run.
     let finished = lease.finish();
     let report = result?;

@@ -305,6 +305,7 @@ pub struct Batch {
     last_host: Option<(Vec<u8>, String)>,
     rows: usize,
     bytes: usize,
+    oldest_usec: Option<i64>,
     json: String,
 }
 
@@ -335,6 +336,7 @@ impl Batch {
             last_host: None,
             rows: 0,
             bytes: 0,
+            oldest_usec: None,
             json: String::new(),
         }
     }
@@ -345,6 +347,11 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.rows == 0
+    }
+
+    /// The earliest timestamp in the batch (µs), None when empty.
+    pub fn oldest_usec(&self) -> Option<i64> {
+        self.oldest_usec
     }
 
     /// Approximate memory held by the batch, to commit early on large entries.
@@ -364,6 +371,7 @@ impl Batch {
         // TIMESTAMP is signed; a realtime past year 294247 cannot occur, so saturate.
         let ts = i64::try_from(meta.realtime_usec).unwrap_or(i64::MAX - 1);
         self.timestamp.append_value(ts);
+        self.oldest_usec = Some(self.oldest_usec.map_or(ts, |o| o.min(ts)));
         self.minute_key
             .append_value(ts - ts.rem_euclid(MINUTE_USEC));
         self.hostname.append_option(as_text(first[HOSTNAME]));
@@ -446,6 +454,7 @@ impl Batch {
         ];
         self.rows = 0;
         self.bytes = 0;
+        self.oldest_usec = None;
         // The columns match the schema by construction.
         RecordBatch::try_new(Arc::new(Self::schema()), columns)
             .expect("batch columns match the schema")
