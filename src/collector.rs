@@ -25,6 +25,10 @@ use crate::service;
 /// Entries stamped this long before the moment the journal was last found caught up may be
 /// considered complete: journald stamps an entry and writes it in one step.
 const WATERMARK_GRACE: Duration = Duration::from_secs(5);
+/// A hand-off drops the uncommitted batch (to be read again) only from this size on...
+const DISCARD_FROM_ROWS: usize = 2000;
+/// ...and at most this often.
+const DISCARD_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 /// How often STATUS= is refreshed at most.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 
@@ -202,6 +206,7 @@ struct Collector {
     committed_total: u64,
     last_status: Option<Instant>,
     longest_pause: Duration,
+    last_discard: Option<Instant>,
 }
 
 impl Collector {
@@ -267,7 +272,18 @@ impl Collector {
         // read but not committed are dropped instead, and the journal rewound to the committed
         // position, so they are read again after the hand-off (the journal is the buffer).
         // Only the position and watermark are committed, a transaction of one row.
-        if let Some(oldest) = self.batch.oldest_usec() {
+        // Small batches are committed (cheap), and at most one batch is dropped per
+        // DISCARD_AT_MOST_EVERY, so that frequent hand-offs can never starve the buffer.
+        let discard = self.batch.len() >= DISCARD_FROM_ROWS
+            && self
+                .last_discard
+                .is_none_or(|t| t.elapsed() >= DISCARD_AT_MOST_EVERY);
+        if let (true, Some(oldest)) = (discard, self.batch.oldest_usec()) {
+            self.last_discard = Some(asked);
+            log::debug!(
+                "dropped {} uncommitted entries to be read again",
+                self.batch.len()
+            );
             drop(self.batch.take());
             self.rewind()?;
             // The watermark must not cover rows that are no longer in the buffer.
@@ -549,6 +565,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         committed_total: 0,
         last_status: None,
         longest_pause: Duration::ZERO,
+        last_discard: None,
     };
     if let Some(p) = fresh {
         collector.state.position = p;

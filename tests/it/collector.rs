@@ -492,3 +492,68 @@ fn buffer_position_wins_and_state_file_stands_in_for_a_lost_buffer() {
         stderr(&out)
     );
 }
+
+/// Guards the hand-off's drop-and-re-read path: a large uncommitted batch is dropped when
+/// jp-flush asks for the buffer, the journal is rewound, and every entry still lands once.
+#[test]
+fn hand_off_drops_a_large_uncommitted_batch_and_reads_it_again() {
+    let t = TestDir::new();
+    let corpus = t.path().join("corpus");
+    generate_corpus(
+        &corpus,
+        &[
+            "-n",
+            "20000",
+            "--hosts",
+            "2",
+            "--seed",
+            "21",
+            "--duration",
+            "10m",
+        ],
+    );
+    let expected = journalctl_json(&corpus);
+    // Batches are only committed when full (50,000) or after a minute: the hand-off meets one.
+    write_file(
+        &t.config(),
+        "commit_interval_ms = 60000\nmax_batch_entries = 50000\n",
+    );
+    let dir = corpus.to_str().unwrap();
+    let mut notify = NotifySocket::new(t.path());
+    let mut child = KillOnDrop(
+        t.collector(&["--directory", dir, "--from-head", "--log-level", "debug"])
+            .env("NOTIFY_SOCKET", &notify.path)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    notify.wait_for("READY=1", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    let counted = t.cursor_counts();
+    assert!(
+        counted.len() < expected.len(),
+        "the batch was not meant to be committed yet"
+    );
+    sigterm(&child);
+    let mut stderr_text = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr_text)
+        .unwrap();
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+    assert!(
+        stderr_text.contains("uncommitted entries to be read again"),
+        "{stderr_text}"
+    );
+
+    run_ok(&mut t.collector(&["--directory", dir, "--once"]));
+    let counts = t.cursor_counts();
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "an entry was committed twice"
+    );
+    assert_eq!(counts.len(), expected.len(), "an entry was lost");
+}

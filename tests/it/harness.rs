@@ -231,8 +231,33 @@ impl NotifySocket {
     }
 }
 
+/// A child process of the test, killed (by its PID) if the test ends without waiting for it.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts a collector and waits until it says READY=1.
-pub fn start_collector(t: &TestDir, args: &[&str]) -> (Child, NotifySocket) {
+pub fn start_collector(t: &TestDir, args: &[&str]) -> (KillOnDrop, NotifySocket) {
     let mut notify = NotifySocket::new(t.path());
     let child = t
         .collector(args)
@@ -240,6 +265,7 @@ pub fn start_collector(t: &TestDir, args: &[&str]) -> (Child, NotifySocket) {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
+    let child = KillOnDrop(child);
     notify.wait_for("READY=1", Duration::from_secs(120));
     (child, notify)
 }
