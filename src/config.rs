@@ -195,7 +195,7 @@ impl Settings {
         if !valid_memory_limit(&duckdb_memory_limit) {
             return Err(bad("duckdb_memory_limit", "must look like 256MB or 1GB").into());
         }
-        let flush_memory_limit = file.flush_memory_limit.unwrap_or_else(|| "1GB".into());
+        let flush_memory_limit = file.flush_memory_limit.unwrap_or_else(|| "512MB".into());
         if !valid_memory_limit(&flush_memory_limit) {
             return Err(bad("flush_memory_limit", "must look like 1GB or 512MB").into());
         }

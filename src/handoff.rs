@@ -222,7 +222,11 @@ pub fn acquire(settings: &Settings) -> Result<Lease> {
                 let mut answer = String::new();
                 match BufReader::new(&stream).read_line(&mut answer) {
                     Ok(_) if answer.trim() == RELEASED => {
-                        log::debug!("the collector released {}", path.display());
+                        log::debug!(
+                            "the collector released {} after {:.1} ms",
+                            path.display(),
+                            started.elapsed().as_secs_f64() * 1e3
+                        );
                         let buffer = Buffer::open_waiting(&path, settings, deadline)
                             .map_err(|e| unavailable_if_locked(e, &path))?;
                         return Ok(Lease {
