@@ -129,12 +129,7 @@ fn corpus_arrives_once_with_every_field_equal_to_journalctl() {
     let expected = journalctl_json(&corpus);
     assert_eq!(expected.len(), 6000);
 
-    run_ok(&mut t.collector(&[
-        "--directory",
-        corpus.to_str().unwrap(),
-        "--from-head",
-        "--once",
-    ]));
+    t.backfill(&corpus);
 
     let rows: Vec<(String, String, Option<String>, Option<String>)> = t.with_buffer(|c| {
         let mut st = c
@@ -367,10 +362,7 @@ fn jp_flush_gets_the_buffer_while_the_collector_runs() {
 }
 
 fn collector_state_gaps(t: &TestDir) -> u64 {
-    t.with_buffer(|c| {
-        c.query_row("SELECT gaps_total FROM collector_state", [], |r| r.get(0))
-            .unwrap()
-    })
+    t.query_u64("SELECT gaps_total FROM collector_state")
 }
 
 /// Guards gap detection: when the saved entry was vacuumed away, the collector says so with the

@@ -7,10 +7,7 @@ use std::time::Duration;
 use crate::harness::*;
 
 fn buffered_rows(t: &TestDir) -> u64 {
-    t.with_buffer(|c| {
-        c.query_row("SELECT count(*) FROM journal_logs", [], |r| r.get(0))
-            .unwrap()
-    })
+    t.query_u64("SELECT count(*) FROM journal_logs")
 }
 
 /// Guards the whole path: every entry of a corpus in exactly one file, the file of its host and
@@ -39,12 +36,7 @@ fn corpus_lands_once_in_its_host_minute_file_with_every_field() {
         ],
     );
     let expected = journalctl_json(&corpus);
-    run_ok(&mut t.collector(&[
-        "--directory",
-        corpus.to_str().unwrap(),
-        "--from-head",
-        "--once",
-    ]));
+    t.backfill(&corpus);
     run_ok(&mut t.flush(&[]));
 
     let data = t.path().join("data");
@@ -120,12 +112,7 @@ fn second_run_changes_nothing_and_late_rows_merge_into_their_file() {
             "5m",
         ],
     );
-    run_ok(&mut t.collector(&[
-        "--directory",
-        corpus.to_str().unwrap(),
-        "--from-head",
-        "--once",
-    ]));
+    t.backfill(&corpus);
     run_ok(&mut t.flush(&[]));
     let data = t.path().join("data");
     let first = tree_digest(&data);
@@ -134,8 +121,7 @@ fn second_run_changes_nothing_and_late_rows_merge_into_their_file() {
 
     // The same entries again (as after a crash between rename and delete): no duplicates.
     let again = TestDir::sharing_data(&data);
-    let corpus_dir = corpus.to_str().unwrap();
-    run_ok(&mut again.collector(&["--directory", corpus_dir, "--from-head", "--once"]));
+    again.backfill(&corpus);
     run_ok(&mut again.flush(&[]));
     let rows = parquet_rows(&data);
     assert_eq!(rows.len(), 3000);
@@ -163,8 +149,7 @@ fn second_run_changes_nothing_and_late_rows_merge_into_their_file() {
             "5m",
         ],
     );
-    let late_dir = late_corpus.to_str().unwrap();
-    run_ok(&mut late.collector(&["--directory", late_dir, "--from-head", "--once"]));
+    late.backfill(&late_corpus);
     run_ok(&mut late.flush(&[]));
     let rows = parquet_rows(&data);
     assert_eq!(rows.len(), 3300);
@@ -283,12 +268,7 @@ fn hostile_hostnames_stay_inside_data_one_directory_each() {
         })
         .collect();
     journal_file(&journal_dir.join("hostile.journal"), &entries);
-    run_ok(&mut t.collector(&[
-        "--directory",
-        journal_dir.to_str().unwrap(),
-        "--from-head",
-        "--once",
-    ]));
+    t.backfill(&journal_dir);
     run_ok(&mut t.flush(&[]));
 
     let data = t.path().join("data");
@@ -338,12 +318,7 @@ fn read_only_data_dir_keeps_rows_until_it_is_writable() {
             "3m",
         ],
     );
-    run_ok(&mut t.collector(&[
-        "--directory",
-        corpus.to_str().unwrap(),
-        "--from-head",
-        "--once",
-    ]));
+    t.backfill(&corpus);
     let data = t.path().join("data");
     std::fs::create_dir(&data).unwrap();
     run_ok(
@@ -385,8 +360,7 @@ fn jp_flush_exits_75_when_the_buffer_stays_taken() {
             "3m",
         ],
     );
-    let dir = corpus.to_str().unwrap();
-    run_ok(&mut t.collector(&["--directory", dir, "--from-head", "--once"]));
+    t.backfill(&corpus);
     write_file(&t.config(), "handoff_timeout_sec = 1\n");
     // Another process holds the file (here: this test, through the hand-off).
     let mut lease = journal_parquet::handoff::acquire(&t.settings()).unwrap();

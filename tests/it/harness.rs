@@ -57,9 +57,10 @@ impl TestDir {
         self.path().join("config.toml")
     }
 
-    /// The collector with this dir's state and config, plus `args`.
-    pub fn collector(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(COLLECTOR);
+    /// One of our binaries with this dir's state, data and config, plus `args`, and none of the
+    /// systemd environment of whoever runs the tests.
+    fn command(&self, binary: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary);
         cmd.arg("--state-dir")
             .arg(self.state())
             .arg("--data-dir")
@@ -74,18 +75,27 @@ impl TestDir {
         cmd
     }
 
+    pub fn collector(&self, args: &[&str]) -> Command {
+        self.command(COLLECTOR, args)
+    }
+
     pub fn flush(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(FLUSH);
-        cmd.arg("--state-dir")
-            .arg(self.state())
-            .arg("--data-dir")
-            .arg(self.data())
-            .arg("--config")
-            .arg(self.config())
-            .args(args)
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("STATE_DIRECTORY");
-        cmd
+        self.command(FLUSH, args)
+    }
+
+    /// Reads every entry of the journal files in `dir` into the buffer (`--from-head --once`).
+    pub fn backfill(&self, dir: &Path) {
+        run_ok(&mut self.collector(&[
+            "--directory",
+            dir.to_str().unwrap(),
+            "--from-head",
+            "--once",
+        ]));
+    }
+
+    /// A single number from the buffer, e.g. `SELECT count(*) FROM journal_logs`.
+    pub fn query_u64(&self, sql: &str) -> u64 {
+        self.with_buffer(|c| c.query_row(sql, [], |r| r.get(0)).unwrap())
     }
 
     pub fn settings(&self) -> Settings {
