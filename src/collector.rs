@@ -344,7 +344,9 @@ impl Collector {
                 }
             }
         }
-        self.reopen(signals)?;
+        if !self.reopen(signals)? {
+            return Ok(HandOff::Stop);
+        }
         let pause = asked.elapsed();
         self.longest_pause = self.longest_pause.max(pause);
         log::debug!(
@@ -404,9 +406,11 @@ impl Collector {
     }
 
     /// Reopens the buffer after a hand-off, waiting as long as someone else holds it.
-    fn reopen(&mut self, signals: &mut service::Signals) -> Result<()> {
+    /// Returns false when a termination signal came first (everything read was committed before
+    /// the hand-off, so stopping here is a clean stop).
+    fn reopen(&mut self, signals: &mut service::Signals) -> Result<bool> {
         let path = self.settings.buffer_path();
-        let since = Instant::now();
+        let mut last_warning = Instant::now();
         loop {
             let deadline = Instant::now() + Duration::from_secs(5);
             match Buffer::open_waiting(&path, &self.settings, deadline)
@@ -415,19 +419,17 @@ impl Collector {
                 Ok(b) => {
                     self.buffered_rows = b.row_count()?;
                     self.buffer = Some(b);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(e) if crate::buffer::is_lock_conflict(&e) => {
                     log::debug!("reopening after a hand-off: {e:#}");
                     service::notify_watchdog();
                     if signals.pending().is_some() {
-                        bail!(
-                            "stopped while waiting for {} to be released",
-                            path.display()
-                        );
+                        return Ok(false);
                     }
-                    if since.elapsed() >= Duration::from_secs(60) {
-                        log::warn!("{e:#}; still waiting");
+                    if last_warning.elapsed() >= Duration::from_secs(60) {
+                        log::warn!("{e:#}; still waiting to reopen it");
+                        last_warning = Instant::now();
                     }
                 }
                 Err(e) => return Err(e),
@@ -546,6 +548,13 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         }
     }
     let journal = Journal::open(&settings.source)?;
+    if !journal.has_files() {
+        log::warn!(
+            "nothing readable in {} (yet): check that the directory holds .journal files, or \
+             that this user may read the journal (group systemd-journal)",
+            settings.source
+        );
+    }
     let (reader, fresh) = position_journal(
         journal,
         position.as_ref(),

@@ -192,6 +192,15 @@ impl Journal {
         })
     }
 
+    /// Whether any journal file could be opened at all (false, for instance, for a user who is
+    /// not in the systemd-journal group).
+    pub fn has_files(&self) -> bool {
+        // The usage is the sum of the sizes of the files opened (has_persistent_files and
+        // has_runtime_files only look under /var and /run, not at --directory paths).
+        let mut bytes = 0u64;
+        unsafe { ffi::sd_journal_get_usage(self.handle, &mut bytes) >= 0 && bytes > 0 }
+    }
+
     pub fn source(&self) -> &Source {
         &self.source
     }

@@ -549,3 +549,18 @@ fn hand_off_drops_a_large_uncommitted_batch_and_reads_it_again() {
     );
     assert_eq!(counts.len(), expected.len(), "an entry was lost");
 }
+
+/// Guards the warning for a source with nothing readable (an empty directory, or a user without
+/// the systemd-journal group), instead of a silent, empty run.
+#[test]
+fn empty_journal_source_is_called_out() {
+    let t = TestDir::new();
+    let empty = t.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = run_ok(&mut t.collector(&["--directory", empty.to_str().unwrap(), "--once"]));
+    let err = stderr(&out);
+    assert!(
+        err.contains("nothing readable in") && err.contains(empty.to_str().unwrap()),
+        "{err}"
+    );
+}
