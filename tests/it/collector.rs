@@ -564,3 +564,59 @@ fn empty_journal_source_is_called_out() {
         "{err}"
     );
 }
+
+/// Guards the tool's own logging: when stderr is the journal (`$JOURNAL_STREAM` names it), log
+/// lines go to journald as entries of their own, with the syslog identifier and a priority per
+/// level, and nothing is printed on stderr.
+#[test]
+fn own_logs_go_to_journald_with_priorities() {
+    assert!(
+        std::path::Path::new("/run/systemd/journal/socket").exists(),
+        "no system journald runs here: the README's test command starts one"
+    );
+    let t = TestDir::new();
+    let empty = t.path().join("empty-for-a-warning");
+    std::fs::create_dir(&empty).unwrap();
+    // stderr is a pipe that $JOURNAL_STREAM names, as systemd does for StandardError=journal.
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&writer)).unwrap();
+    let out = t
+        .collector(&["--directory", empty.to_str().unwrap(), "--once"])
+        .env("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino))
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let mut printed = String::new();
+    use std::io::Read;
+    reader.read_to_string(&mut printed).unwrap();
+    assert_eq!(printed, "", "nothing on stderr when it is the journal");
+
+    let marker = empty.to_str().unwrap().to_owned();
+    let mut priorities = BTreeSet::new();
+    eventually(
+        Duration::from_secs(20),
+        "the collector's lines in the journal",
+        || {
+            let out = run_ok(std::process::Command::new("journalctl").args([
+                "-t",
+                "journal-parquet",
+                "-o",
+                "json",
+                "--no-pager",
+                "--since",
+                "-10min",
+            ]));
+            priorities = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["MESSAGE"].as_str().is_some_and(|m| m.contains(&marker)))
+                .filter_map(|v| v["PRIORITY"].as_str().map(str::to_owned))
+                .collect();
+            priorities.len() >= 2
+        },
+    );
+    // systemd-journal-logger's mapping: warn = 4 (warning: nothing readable), info = 5 (notice:
+    // reading … from the tail).
+    assert_eq!(priorities, BTreeSet::from(["4".to_owned(), "5".to_owned()]));
+}
