@@ -608,9 +608,11 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
     }
     result?;
     log::info!(
-        "stopped after committing {} entries ({} gaps found so far)",
+        "stopped after committing {} entries ({} gaps found so far, {} entries with a corrupt \
+         data object this run)",
         collector.committed_total,
-        collector.state.gaps_total
+        collector.state.gaps_total,
+        collector.reader.corrupt_entries
     );
     Ok(())
 }
