@@ -411,3 +411,44 @@ fn collector_flushes_by_itself_with_flush_every() {
     assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
     assert_eq!(t.cursor_counts().len(), 0, "exported rows left the buffer");
 }
+
+/// Guards the completed-minute rule and `--all`: entries of a minute that has not ended before
+/// the watermark (here: an hour in the future) stay in the buffer, and `--all` writes them.
+#[test]
+fn minute_in_progress_waits_for_the_watermark_unless_all() {
+    let t = TestDir::new();
+    let journal_dir = t.path().join("journal");
+    std::fs::create_dir(&journal_dir).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let entries: Vec<RawEntry> = [now - 600_000_000, now + 3_600_000_000]
+        .iter()
+        .map(|&usec| RawEntry {
+            realtime_usec: usec,
+            fields: vec![
+                ("MESSAGE".into(), format!("at {usec}").into_bytes()),
+                ("_HOSTNAME".into(), b"clock-host".to_vec()),
+            ],
+        })
+        .collect();
+    journal_file(&journal_dir.join("clock.journal"), &entries);
+    t.backfill(&journal_dir);
+
+    run_ok(&mut t.flush(&[]));
+    assert_eq!(
+        parquet_rows(&t.data()).len(),
+        1,
+        "only the completed minute is written"
+    );
+    assert_eq!(
+        buffered_rows(&t),
+        1,
+        "the future minute waits in the buffer"
+    );
+
+    run_ok(&mut t.flush(&["--all"]));
+    assert_eq!(parquet_rows(&t.data()).len(), 2);
+    assert_eq!(buffered_rows(&t), 0);
+}
