@@ -106,25 +106,10 @@ fn reads_the_system_journal_by_default() {
 #[test]
 fn corpus_arrives_once_with_every_field_equal_to_journalctl() {
     let t = TestDir::new();
-    let corpus = t.path().join("corpus");
-    generate_corpus(
-        &corpus,
-        &[
-            "-n",
-            "6000",
-            "--hosts",
-            "2",
-            "--seed",
-            "7",
-            "--duration",
-            "10m",
-            "--large-every",
-            "2000",
-            "--binary-fraction",
-            "0.03",
-            "--dup-field-fraction",
-            "0.03",
-        ],
+    let corpus = t.corpus(
+        "corpus",
+        "-n 6000 --hosts 2 --seed 7 --duration 10m \
+         --large-every 2000 --binary-fraction 0.03 --dup-field-fraction 0.03",
     );
     let expected = journalctl_json(&corpus);
     assert_eq!(expected.len(), 6000);
@@ -173,20 +158,7 @@ fn corpus_arrives_once_with_every_field_equal_to_journalctl() {
 #[test]
 fn kill_9_at_random_points_then_once_keeps_every_entry_exactly_once() {
     let t = TestDir::new();
-    let corpus = t.path().join("corpus");
-    generate_corpus(
-        &corpus,
-        &[
-            "-n",
-            "60000",
-            "--hosts",
-            "3",
-            "--seed",
-            "11",
-            "--duration",
-            "20m",
-        ],
-    );
+    let corpus = t.corpus("corpus", "-n 60000 --hosts 3 --seed 11 --duration 20m");
     let expected = journalctl_json(&corpus);
     let dir = corpus.to_str().unwrap();
 
@@ -230,8 +202,7 @@ fn kill_9_at_random_points_then_once_keeps_every_entry_exactly_once() {
 #[test]
 fn notify_socket_gets_ready_status_and_stopping() {
     let t = TestDir::new();
-    let corpus = t.path().join("corpus");
-    generate_corpus(&corpus, &["-n", "500", "--hosts", "1"]);
+    let corpus = t.corpus("corpus", "-n 500 --hosts 1");
     let (mut child, mut notify) = start_collector(
         &t,
         &["--directory", corpus.to_str().unwrap(), "--from-head"],
@@ -490,20 +461,7 @@ fn buffer_position_wins_and_state_file_stands_in_for_a_lost_buffer() {
 #[test]
 fn hand_off_drops_a_large_uncommitted_batch_and_reads_it_again() {
     let t = TestDir::new();
-    let corpus = t.path().join("corpus");
-    generate_corpus(
-        &corpus,
-        &[
-            "-n",
-            "20000",
-            "--hosts",
-            "2",
-            "--seed",
-            "21",
-            "--duration",
-            "10m",
-        ],
-    );
+    let corpus = t.corpus("corpus", "-n 20000 --hosts 2 --seed 21 --duration 10m");
     let expected = journalctl_json(&corpus);
     // Batches are only committed when full (50,000) or after a minute: the hand-off meets one.
     write_file(

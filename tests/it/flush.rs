@@ -15,25 +15,10 @@ fn buffered_rows(t: &TestDir) -> u64 {
 #[test]
 fn corpus_lands_once_in_its_host_minute_file_with_every_field() {
     let t = TestDir::new();
-    let corpus = t.path().join("corpus");
-    generate_corpus(
-        &corpus,
-        &[
-            "-n",
-            "5000",
-            "--hosts",
-            "3",
-            "--seed",
-            "5",
-            "--duration",
-            "7m",
-            "--large-every",
-            "2000",
-            "--binary-fraction",
-            "0.03",
-            "--dup-field-fraction",
-            "0.03",
-        ],
+    let corpus = t.corpus(
+        "corpus",
+        "-n 5000 --hosts 3 --seed 5 --duration 7m \
+         --large-every 2000 --binary-fraction 0.03 --dup-field-fraction 0.03",
     );
     let expected = journalctl_json(&corpus);
     t.backfill(&corpus);
@@ -98,20 +83,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn second_run_changes_nothing_and_late_rows_merge_into_their_file() {
     let t = TestDir::new();
-    let corpus = t.path().join("corpus");
-    generate_corpus(
-        &corpus,
-        &[
-            "-n",
-            "3000",
-            "--hosts",
-            "2",
-            "--seed",
-            "9",
-            "--duration",
-            "5m",
-        ],
-    );
+    let corpus = t.corpus("corpus", "-n 3000 --hosts 2 --seed 9 --duration 5m");
     t.backfill(&corpus);
     run_ok(&mut t.flush(&[]));
     let data = t.path().join("data");
@@ -135,20 +107,7 @@ fn second_run_changes_nothing_and_late_rows_merge_into_their_file() {
 
     // Late entries (another source, same hosts and minutes): merged into the existing files.
     let late = TestDir::sharing_data(&data);
-    let late_corpus = late.path().join("corpus");
-    generate_corpus(
-        &late_corpus,
-        &[
-            "-n",
-            "300",
-            "--hosts",
-            "2",
-            "--seed",
-            "10",
-            "--duration",
-            "5m",
-        ],
-    );
+    let late_corpus = late.corpus("corpus", "-n 300 --hosts 2 --seed 10 --duration 5m");
     late.backfill(&late_corpus);
     run_ok(&mut late.flush(&[]));
     let rows = parquet_rows(&data);
@@ -173,20 +132,7 @@ fn second_run_changes_nothing_and_late_rows_merge_into_their_file() {
 #[test]
 fn kill_9_of_jp_flush_at_random_points_loses_and_repeats_nothing() {
     let t = TestDir::new();
-    let corpus = t.path().join("corpus");
-    generate_corpus(
-        &corpus,
-        &[
-            "-n",
-            "30000",
-            "--hosts",
-            "3",
-            "--seed",
-            "12",
-            "--duration",
-            "30m",
-        ],
-    );
+    let corpus = t.corpus("corpus", "-n 30000 --hosts 3 --seed 12 --duration 30m");
     let expected = journalctl_json(&corpus);
     let (mut collector, _n) = start_collector(
         &t,
@@ -304,20 +250,7 @@ fn read_only_data_dir_keeps_rows_until_it_is_writable() {
         panic!("this test mounts a read-only tmpfs: run it as root");
     }
     let t = TestDir::new();
-    let corpus = t.path().join("corpus");
-    generate_corpus(
-        &corpus,
-        &[
-            "-n",
-            "500",
-            "--hosts",
-            "1",
-            "--seed",
-            "3",
-            "--duration",
-            "3m",
-        ],
-    );
+    let corpus = t.corpus("corpus", "-n 500 --hosts 1 --seed 3 --duration 3m");
     t.backfill(&corpus);
     let data = t.path().join("data");
     std::fs::create_dir(&data).unwrap();
@@ -346,20 +279,7 @@ fn read_only_data_dir_keeps_rows_until_it_is_writable() {
 #[test]
 fn jp_flush_exits_75_when_the_buffer_stays_taken() {
     let t = TestDir::new();
-    let corpus = t.path().join("corpus");
-    generate_corpus(
-        &corpus,
-        &[
-            "-n",
-            "200",
-            "--hosts",
-            "1",
-            "--seed",
-            "4",
-            "--duration",
-            "3m",
-        ],
-    );
+    let corpus = t.corpus("corpus", "-n 200 --hosts 1 --seed 4 --duration 3m");
     t.backfill(&corpus);
     write_file(&t.config(), "handoff_timeout_sec = 1\n");
     // Another process holds the file (here: this test, through the hand-off).
@@ -385,20 +305,7 @@ fn jp_flush_exits_75_when_the_buffer_stays_taken() {
 #[test]
 fn collector_flushes_by_itself_with_flush_every() {
     let t = TestDir::new();
-    let corpus = t.path().join("corpus");
-    generate_corpus(
-        &corpus,
-        &[
-            "-n",
-            "2000",
-            "--hosts",
-            "2",
-            "--seed",
-            "6",
-            "--duration",
-            "4m",
-        ],
-    );
+    let corpus = t.corpus("corpus", "-n 2000 --hosts 2 --seed 6 --duration 4m");
     let dir = corpus.to_str().unwrap();
     let (mut child, _n) = start_collector(
         &t,

@@ -83,6 +83,14 @@ impl TestDir {
         self.command(FLUSH, args)
     }
 
+    /// Journal files made by the project's generator in `NAME` under this dir; `args` are the
+    /// generator's options, space-separated (e.g. "-n 5000 --hosts 3 --seed 5").
+    pub fn corpus(&self, name: &str, args: &str) -> PathBuf {
+        let dir = self.path().join(name);
+        generate_corpus(&dir, &args.split_whitespace().collect::<Vec<_>>());
+        dir
+    }
+
     /// Reads every entry of the journal files in `dir` into the buffer (`--from-head --once`).
     pub fn backfill(&self, dir: &Path) {
         run_ok(&mut self.collector(&[
@@ -404,7 +412,7 @@ impl Drop for Journald {
 }
 
 /// Journal files made by the project's generator through systemd-journal-remote.
-pub fn generate_corpus(dir: &Path, args: &[&str]) {
+fn generate_corpus(dir: &Path, args: &[&str]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/gen_journal.py");
     run_ok(
         Command::new("python3")
