@@ -17,11 +17,11 @@ COLLECTOR=""
 cleanup() {
   [[ -n $COLLECTOR ]] && kill "$COLLECTOR" 2>/dev/null && wait "$COLLECTOR" 2>/dev/null
   kill "$JPID" 2>/dev/null; wait "$JPID" 2>/dev/null || true
-  rm -rf "$WORK" /var/log/journal/*."$NS" /run/log/journal/*."$NS" /run/systemd/journal."$NS"
+  rm -rf /var/log/journal/*."$NS" /run/log/journal/*."$NS" /run/systemd/journal."$NS"
+  # KEEP=1 keeps the logs and the buffer.
+  if [[ -n ${KEEP:-} ]]; then echo "logs in $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-# KEEP=1 keeps the logs.
-[[ -n ${KEEP:-} ]] && trap 'kill $COLLECTOR $JPID; echo "logs in $WORK"' EXIT
 for _ in $(seq 200); do
   JDIR=$(ls -d /var/log/journal/*."$NS" /run/log/journal/*."$NS" 2>/dev/null | head -1 || true)
   [[ -n $JDIR && -S /run/systemd/journal.$NS/socket ]] && break
