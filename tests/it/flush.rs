@@ -359,3 +359,36 @@ fn minute_in_progress_waits_for_the_watermark_unless_all() {
     assert_eq!(parquet_rows(&t.data()).len(), 2);
     assert_eq!(buffered_rows(&t), 0);
 }
+
+/// Guards a damaged minute file: when rows must be merged into a file that cannot be read, the
+/// file is kept aside under a name that says so, the minute is rewritten from the buffer, and the
+/// log says what happened.
+#[test]
+fn damaged_minute_file_is_set_aside_and_rewritten() {
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 300 --hosts 1 --seed 8 --duration 50s");
+    t.backfill(&corpus);
+    run_ok(&mut t.flush(&[]));
+    let data = t.data();
+    let files: Vec<String> = tree_digest(&data).into_keys().collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = data.join(&files[0]);
+    std::fs::write(&file, b"PAR1 this is not a parquet file").unwrap();
+
+    // The same entries again (a fresh buffer): they must be merged into the damaged minute.
+    let again = TestDir::sharing_data(&data);
+    again.backfill(&corpus);
+    let out = run_ok(&mut again.flush(&[]));
+    assert!(
+        stderr(&out).contains("could not be read"),
+        "{}",
+        stderr(&out)
+    );
+    let aside: Vec<String> = tree_digest(&data)
+        .into_keys()
+        .filter(|f| f.contains(".parquet.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged file is kept aside");
+    let rows = parquet_rows(&data);
+    assert_eq!(rows.len(), 300, "the minute is whole again");
+}
