@@ -219,9 +219,11 @@ fn path_cstring(path: &Path) -> Result<CString> {
 
 /// Lower-case hex of a 128-bit ID, as journalctl prints `_BOOT_ID`.
 pub fn id128_hex(id: &[u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(32);
     for b in id {
-        s.push_str(&format!("{b:02x}"));
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 0xf) as usize] as char);
     }
     s
 }

@@ -209,9 +209,8 @@ fn push_json_value(out: &mut String, value: &[u8]) {
 /// one key per field name (in order of first appearance) whose value is a string for printable
 /// UTF-8, an array of byte values otherwise, and an array of such values for a repeated name.
 /// Field names that are not UTF-8 (impossible from journald, possible in foreign files) are
-/// written with U+FFFD in place of the bad bytes.
-pub fn encode_json(meta: &EntryMeta, fields: &Fields, out: &mut String) {
-    let boot_hex = id128_hex(&meta.boot_id);
+/// written with U+FFFD in place of the bad bytes. `boot_hex` is `meta.boot_id` in hex.
+pub fn encode_json(meta: &EntryMeta, boot_hex: &str, fields: &Fields, out: &mut String) {
     out.clear();
     out.push_str("{\"__CURSOR\":");
     push_json_string(out, meta.cursor);
@@ -366,7 +365,8 @@ impl Batch {
                 first[slot].get_or_insert(value);
             }
         }
-        encode_json(meta, fields, &mut self.json);
+        let boot_hex = id128_hex(&meta.boot_id);
+        encode_json(meta, &boot_hex, fields, &mut self.json);
 
         // TIMESTAMP is signed; a realtime past year 294247 cannot occur, so saturate.
         let ts = i64::try_from(meta.realtime_usec).unwrap_or(i64::MAX - 1);
@@ -389,7 +389,7 @@ impl Batch {
         self.gid.append_option(as_number::<i32>(first[GID]));
         self.comm.append_option(as_text(first[COMM]));
         self.exe.append_option(as_text(first[EXE]));
-        self.boot_id.append_value(id128_hex(&meta.boot_id));
+        self.boot_id.append_value(&boot_hex);
         self.machine_id.append_option(as_text(first[MACHINE_ID]));
         self.transport.append_option(as_text(first[TRANSPORT]));
         self.monotonic_usec.append_value(meta.monotonic_usec);
@@ -506,7 +506,8 @@ mod tests {
             b"_BOOT_ID=abababababababababababababababab",
         ]);
         let mut out = String::new();
-        encode_json(&meta(), &f, &mut out);
+        let m = meta();
+        encode_json(&m, &id128_hex(&m.boot_id), &f, &mut out);
         assert_eq!(
             out,
             "{\"__CURSOR\":\"s=a;i=1\",\"__REALTIME_TIMESTAMP\":\"1709251200003888\",\
