@@ -6,7 +6,6 @@
 //! right after it.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -115,15 +114,6 @@ fn format_usec(usec: u64) -> String {
     chrono::DateTime::from_timestamp_micros(usec as i64)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| format!("{usec} µs"))
-}
-
-/// Creates the state directory (0750) or says which path could not be made.
-fn make_state_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .with_context(|| format!("failed to create the state directory {}", dir.display()))
 }
 
 /// One collector per state directory: the DuckDB lock alone does not say so while jp-flush holds
@@ -522,7 +512,8 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
     service::init_logging(settings.log_level, "journal-parquet");
     let mut signals = service::Signals::block()?;
 
-    make_state_dir(&settings.state_dir)?;
+    crate::layout::make_private_dir(&settings.state_dir)
+        .context("cannot use the state directory")?;
     let _lock = lock_state_dir(&settings.state_dir)?;
     let buffer_path = settings.buffer_path();
     let buffer = Buffer::open_waiting(

@@ -7,7 +7,7 @@
 //! the file again, dropping duplicates by `cursor`, so every entry ends up in exactly one file once.
 
 use std::fs::{self, File};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use duckdb::params;
 
 use crate::buffer::Buffer;
 use crate::config::{FlushArgs, Settings};
-use crate::layout::minute_file;
+use crate::layout::{make_private_dir, minute_file, sync_dir};
 use crate::row::{BUFFER_ONLY_COLUMN, COLUMNS};
 use crate::{handoff, service};
 
@@ -80,20 +80,6 @@ fn select_list() -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn make_dirs(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .with_context(|| format!("failed to create {}", dir.display()))
-}
-
-fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("failed to fsync {}", dir.display()))
 }
 
 /// Writes every completed minute (all minutes with `all`) and deletes those rows.
@@ -161,7 +147,7 @@ fn export_minute(
     let conn = buffer.connection();
     let final_path = minute_file(&settings.data_dir, host_dir, minute);
     let dir = final_path.parent().expect("a minute file has a directory");
-    make_dirs(dir)?;
+    make_private_dir(dir)?;
     let name = final_path
         .file_name()
         .expect("a minute file has a name")
@@ -211,7 +197,7 @@ fn export_minute(
         let _ = fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("failed to put {} in place", final_path.display()));
     }
-    fsync_dir(dir)?;
+    sync_dir(dir)?;
     let rows = conn
         .execute(
             "DELETE FROM journal_logs WHERE host_dir = ? AND epoch_us(minute_key) = ?",

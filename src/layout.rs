@@ -12,6 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::DirBuilderExt;
+
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 const MAX_PLAIN: usize = 64;
@@ -97,6 +100,22 @@ pub fn minute_file(data_dir: &Path, host_dir: &str, minute_usec: i64) -> PathBuf
         .join(t.format("%m").to_string())
         .join(t.format("%d").to_string())
         .join(t.format("%Y%m%d-%H%M.parquet").to_string())
+}
+
+/// Creates `dir` and its missing parents with mode 0750 (the journal can hold secrets).
+pub fn make_private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .with_context(|| format!("failed to create {}", dir.display()))
+}
+
+/// Makes a rename or a new file in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("failed to fsync the directory {}", dir.display()))
 }
 
 /// The machine's own host name, used for entries without `_HOSTNAME`.

@@ -5,7 +5,7 @@
 //! --cursor-file` reads, so an operator can run `journalctl --after-cursor "$(cat …/cursor)"`.
 //! It is a mirror: the buffer's own copy, committed in the same transaction as the rows, wins.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -109,10 +109,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        fs::rename(&tmp, path)
     })();
-    result.with_context(|| format!("failed to write {}", path.display()))
+    result.with_context(|| format!("failed to write {}", path.display()))?;
+    crate::layout::sync_dir(dir)
 }
 
 #[cfg(test)]
