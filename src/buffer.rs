@@ -145,11 +145,14 @@ impl Buffer {
             .with_context(|| format!("failed to configure {}", self.path.display()))
     }
 
-    /// DuckDB's memory limit for what follows (exports need more than appends).
-    pub fn set_memory_limit(&self, limit: &str) -> Result<()> {
-        // `limit` was validated by config (digits and a unit): safe to quote.
+    /// DuckDB's memory limit and thread count for what follows (exports need more memory and
+    /// fewer threads than appends).
+    pub fn tune(&self, memory_limit: &str, threads: u32) -> Result<()> {
+        // `memory_limit` was validated by config (digits and a unit): safe to quote.
         self.conn
-            .execute_batch(&format!("SET memory_limit = '{limit}'"))
+            .execute_batch(&format!(
+                "SET memory_limit = '{memory_limit}'; SET threads = {threads}"
+            ))
             .with_context(|| format!("failed to configure {}", self.path.display()))
     }
 

@@ -375,14 +375,7 @@ impl Collector {
         // next start resumes from the committed cursor. A failed export only costs a retry.
         self.commit()?;
         let buffer = self.buffer.as_ref().expect("the buffer is open");
-        buffer.set_memory_limit(&self.settings.flush_memory_limit)?;
-        let exported = crate::flush::export(buffer, &self.settings, false);
-        buffer.set_memory_limit(&self.settings.duckdb_memory_limit)?;
-        // The export ran single-threaded; appends and checkpoints go back to the configured count.
-        buffer
-            .connection()
-            .execute_batch(&format!("SET threads = {}", self.settings.duckdb_threads))?;
-        match exported {
+        match crate::flush::export(buffer, &self.settings, false) {
             Ok(r) => log::debug!(
                 "flushed {} entries into {} files ({} merged)",
                 r.rows_exported,

@@ -83,10 +83,18 @@ fn select_list() -> String {
 }
 
 /// Writes every completed minute (all minutes with `all`) and deletes those rows.
+/// Runs with DuckDB tuned for exporting (its own memory limit, one thread: each thread buffers
+/// a row group of its own, and a busy minute's rows are big), and puts the buffer's settings back
+/// afterwards, so that a collector flushing by itself appends as before.
 pub fn export(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Report> {
+    buffer.tune(&settings.flush_memory_limit, 1)?;
+    let report = export_minutes(buffer, settings, all);
+    buffer.tune(&settings.duckdb_memory_limit, settings.duckdb_threads)?;
+    report
+}
+
+fn export_minutes(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Report> {
     let conn = buffer.connection();
-    // One thread: each thread buffers a row group of its own, and a busy minute's rows are big.
-    conn.execute_batch("SET threads = 1")?;
     let cutoff = if all {
         i64::MAX
     } else {
@@ -254,10 +262,7 @@ pub fn run(args: &FlushArgs) -> Result<()> {
     let started = Instant::now();
     let mut lease = handoff::acquire(&settings)?;
     let waited = lease.waited;
-    let result = lease
-        .buffer()
-        .set_memory_limit(&settings.flush_memory_limit)
-        .and_then(|()| export(lease.buffer(), &settings, args.all));
+    let result = export(lease.buffer(), &settings, args.all);
     // Hand the buffer back whatever happened: the rows of a failed minute stay for the next run.
     let finished = lease.finish();
     let report = result?;
