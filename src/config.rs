@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use log::LevelFilter;
 use serde::Deserialize;
@@ -285,15 +285,6 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
         78
     } else {
         1
-    }
-}
-
-impl CommonArgs {
-    /// Checks that the config file named on the command line parses, for `--check-config`.
-    pub fn check(&self) -> Result<()> {
-        Settings::resolve(self, None)
-            .map(drop)
-            .context("configuration check failed")
     }
 }
 
