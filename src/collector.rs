@@ -195,6 +195,9 @@ struct Collector {
     buffered_rows: u64,
     committed_total: u64,
     last_status: Option<Instant>,
+    /// A refresh was skipped (rate limit): the main loop sends it when due, so that STATUS=
+    /// never stays behind after the last commit of a burst.
+    status_stale: bool,
     longest_pause: Duration,
     last_discard: Option<Instant>,
 }
@@ -252,6 +255,9 @@ impl Collector {
         if force || self.last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY) {
             service::notify_status(&self.status_text());
             self.last_status = Some(Instant::now());
+            self.status_stale = false;
+        } else {
+            self.status_stale = true;
         }
     }
 
@@ -502,6 +508,9 @@ fn position_journal(
 pub fn run(args: &CollectorArgs) -> Result<()> {
     let settings =
         Settings::resolve_with(&args.common, args.directory.as_deref(), args.flush_every)?;
+    if crate::config::check_only(&args.common, &settings) {
+        return Ok(());
+    }
     service::init_logging(settings.log_level, "journal-parquet");
     let mut signals = service::Signals::block()?;
 
@@ -557,6 +566,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         buffered_rows,
         committed_total: 0,
         last_status: None,
+        status_stale: false,
         longest_pause: Duration::ZERO,
         last_discard: None,
     };
@@ -611,6 +621,9 @@ fn main_loop(
     let mut last_ping = Instant::now();
     let mut last_flush = Instant::now();
     loop {
+        if c.status_stale {
+            c.refresh_status(false);
+        }
         if let Some(every) = c.settings.flush_every {
             if last_flush.elapsed() >= every {
                 c.flush_here()?;
@@ -653,6 +666,9 @@ fn main_loop(
             }
             if let Some(w) = watchdog {
                 t = t.min(w.saturating_sub(last_ping.elapsed()));
+            }
+            if let (true, Some(last)) = (c.status_stale, c.last_status) {
+                t = t.min(STATUS_EVERY.saturating_sub(last.elapsed()));
             }
             if let Some(every) = c.settings.flush_every {
                 t = t.min(every.saturating_sub(last_flush.elapsed()));

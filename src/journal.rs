@@ -73,6 +73,9 @@ impl Journal {
             unsafe { ffi::sd_journal_set_data_threshold(handle, 0) },
             "set the data threshold of",
         )?;
+        // The first sd_journal_get_fd sets up the inotify watches: done before the first read,
+        // no change between that read and the first poll can go unnoticed.
+        journal.poll_fd()?;
         Ok(journal)
     }
 

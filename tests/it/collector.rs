@@ -579,3 +579,23 @@ fn own_logs_go_to_journald_with_priorities() {
     // reading … from the tail).
     assert_eq!(priorities, BTreeSet::from(["4".to_owned(), "5".to_owned()]));
 }
+
+/// Guards STATUS= catching up with the last commit: refreshes are rate-limited, and one skipped
+/// after the last entry of a burst must still be sent (it stayed stale until the next entry,
+/// seen in `systemctl status` under systemd).
+#[test]
+fn status_reports_the_last_commit_of_a_burst() {
+    let journald = Journald::start();
+    let t = TestDir::new();
+    let dir = journald.dir.to_str().unwrap().to_owned();
+    let (mut child, notify) = start_collector(&t, &["--directory", &dir]);
+    for i in 0..5 {
+        journald.send_message(&format!("burst-{i}"));
+    }
+    // No hand-off (it refreshes STATUS= itself) and nothing else written: only the loop can.
+    eventually(Duration::from_secs(10), "STATUS= with 5 read", || {
+        notify.seen().iter().any(|m| m.contains("5 read since start"))
+    });
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+}
