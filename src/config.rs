@@ -46,6 +46,9 @@ pub struct CommonArgs {
     /// error, warn, info, debug or trace [default: info, or $JOURNAL_PARQUET_LOG_LEVEL]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Check the configuration, print the settings in effect as TOML, and exit: 0 valid, 78 not
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// journal-parquet: reads the journal into the DuckDB buffer.
@@ -80,8 +83,8 @@ pub struct FlushArgs {
     pub all: bool,
 }
 
-/// The keys of the config file. Every key is optional; see packaging/config.toml for the
-/// documented defaults.
+/// The keys of the config file. Every key is optional; packaging/config.toml (installed as
+/// /etc/journal-parquet/config.toml) documents each with its default.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -120,6 +123,8 @@ pub struct Settings {
     pub compression: Compression,
     /// The collector flushes completed minutes itself this often (None: jp-flush does it).
     pub flush_every: Option<Duration>,
+    /// The config file these settings came from, if any.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -135,6 +140,51 @@ impl Settings {
         self.state_dir.join("handoff.sock")
     }
 
+    /// The settings in effect, as a config file that would produce them (`--check-config`).
+    pub fn to_toml(&self, config_file: Option<&Path>) -> String {
+        let path = |p: &Path| toml_string(&p.to_string_lossy());
+        let mut out = String::new();
+        match config_file {
+            Some(file) => out += &format!("# settings in effect, from {}\n", file.display()),
+            None => out += "# settings in effect (no config file: defaults and flags)\n",
+        }
+        out += &format!("state_dir = {}\n", path(&self.state_dir));
+        out += &format!("data_dir = {}\n", path(&self.data_dir));
+        match &self.source {
+            Source::Directory(dir) => out += &format!("journal_directory = {}\n", path(dir)),
+            Source::System => out += "# journal_directory unset: the system and user journals\n",
+        }
+        out += &format!(
+            "commit_interval_ms = {}\n",
+            self.commit_interval.as_millis()
+        );
+        out += &format!("max_batch_entries = {}\n", self.max_batch_entries);
+        out += &format!("max_batch_mib = {}\n", self.max_batch_bytes >> 20);
+        out += &format!(
+            "duckdb_memory_limit = {}\n",
+            toml_string(&self.duckdb_memory_limit)
+        );
+        out += &format!(
+            "flush_memory_limit = {}\n",
+            toml_string(&self.flush_memory_limit)
+        );
+        out += &format!("duckdb_threads = {}\n", self.duckdb_threads);
+        out += &format!(
+            "handoff_timeout_sec = {}\n",
+            self.handoff_timeout.as_secs()
+        );
+        out += &format!(
+            "log_level = {}\n",
+            toml_string(&self.log_level.to_string().to_lowercase())
+        );
+        out += &format!("compression = {}\n", toml_string(self.compression.name()));
+        out += &format!(
+            "flush_every_sec = {}\n",
+            self.flush_every.map_or(0, |d| d.as_secs())
+        );
+        out
+    }
+
     /// Resolves flags, the config file and the environment into settings.
     pub fn resolve(common: &CommonArgs, directory: Option<&Path>) -> Result<Settings> {
         Settings::resolve_with(common, directory, None)
@@ -147,6 +197,7 @@ impl Settings {
         flush_every: Option<u64>,
     ) -> Result<Settings> {
         let (file, path) = load_file(common.config.as_deref())?;
+        let config_file = path.clone();
         let bad = |key: &str, why: &str| {
             let where_ = path
                 .as_ref()
@@ -247,8 +298,23 @@ impl Settings {
             log_level,
             compression,
             flush_every,
+            config_file,
         })
     }
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// `--check-config`: prints the settings in effect on stdout. Returns true when the caller should
+/// exit now.
+pub fn check_only(common: &CommonArgs, settings: &Settings) -> bool {
+    if common.check_config {
+        print!("{}", settings.to_toml(settings.config_file.as_deref()));
+    }
+    common.check_config
 }
 
 fn valid_memory_limit(text: &str) -> bool {
@@ -298,6 +364,7 @@ mod tests {
             data_dir: None,
             config: Some(config.to_path_buf()),
             log_level: None,
+            check_config: false,
         }
     }
 

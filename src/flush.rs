@@ -48,6 +48,15 @@ impl Compression {
         }
     }
 
+    /// The name the config file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Snappy => "snappy",
+            Compression::None => "none",
+        }
+    }
+
     fn sql(self) -> &'static str {
         match self {
             Compression::Zstd => "zstd",
@@ -253,6 +262,9 @@ fn readable_parquet(conn: &duckdb::Connection, path: &Path) -> Result<bool> {
 
 pub fn run(args: &FlushArgs) -> Result<()> {
     let settings = Settings::resolve(&args.common, None)?;
+    if crate::config::check_only(&args.common, &settings) {
+        return Ok(());
+    }
     service::init_logging(settings.log_level, "jp-flush");
     let path = settings.buffer_path();
     if !path.exists() {

@@ -112,6 +112,7 @@ impl TestDir {
             data_dir: Some(self.data()),
             config: Some(self.config()),
             log_level: None,
+            check_config: false,
         };
         Settings::resolve(&common, None).unwrap()
     }
