@@ -7,3 +7,5 @@ if ! command -v cargo >/dev/null && [[ -f "$HOME/.cargo/env" ]]; then
 fi
 # The Python that has pyarrow, for tests that read Parquet with a reader that is not ours.
 export JP_TEST_PYTHON="${JP_TEST_PYTHON:-${XDG_CACHE_HOME:-$HOME/.cache}/journal-parquet/venv/bin/python}"
+# The Debian 12 root filesystems the package tests boot with systemd-nspawn (made by setup.sh).
+export JP_E2E_CACHE="${JP_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/journal-parquet/e2e}"

@@ -37,6 +37,30 @@ if ! journald_listens; then
   journald_listens || { echo "setup: journald did not start" >&2; exit 1; }
 fi
 
+# The package tests: systemd-nspawn boots a Debian 12 guest (debootstrap makes it, zstd caches
+# it), rpm reads and installs the .rpm, dpkg-deb reads the .deb. Rootfs images are built once per
+# machine into $JP_E2E_CACHE (about a minute each) and reused by every run.
+if [[ ${1:-} == --for-tests ]]; then
+  missing=()
+  for p in systemd-container debootstrap rpm zstd; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+  fi
+  for image in bookworm:"" bookworm-rpm:rpm; do
+    name=${image%%:*} extra=${image#*:}
+    if [[ ! -e $JP_E2E_CACHE/$name.tar.zst ]]; then
+      echo "setup: building the test guest $JP_E2E_CACHE/$name.tar.zst" >&2
+      # shellcheck disable=SC2086 # $extra is a package list
+      $SUDO tests/e2e/build-rootfs.sh "$JP_E2E_CACHE/$name.tar.zst" $extra
+    fi
+  done
+fi
+
 # pyarrow and Polars from PyPI in a virtualenv of our own: the tests read every Parquet file
 # with them (readers that are not ours).
 if [[ ${1:-} == --for-tests ]] && ! "$JP_TEST_PYTHON" -c 'import pyarrow, polars' 2>/dev/null; then

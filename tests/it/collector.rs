@@ -594,7 +594,10 @@ fn status_reports_the_last_commit_of_a_burst() {
     }
     // No hand-off (it refreshes STATUS= itself) and nothing else written: only the loop can.
     eventually(Duration::from_secs(10), "STATUS= with 5 read", || {
-        notify.seen().iter().any(|m| m.contains("5 read since start"))
+        notify
+            .seen()
+            .iter()
+            .any(|m| m.contains("5 read since start"))
     });
     sigterm(&child);
     assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());

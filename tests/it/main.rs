@@ -4,3 +4,5 @@
 mod collector;
 mod flush;
 mod harness;
+mod nspawn;
+mod packages;

@@ -1,0 +1,626 @@
+//! The units and the packages: `systemd-analyze verify` and `security`, the files in the .deb and
+//! the .rpm (built by scripts/package.sh before the tests run), and both packages installed,
+//! run and removed in a real systemd (a booted Debian 12 guest, see nspawn.rs).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::nspawn::{self, Guest};
+
+const UNITS: [&str; 3] = [
+    "journal-parquet.service",
+    "jp-flush.service",
+    "jp-flush.timer",
+];
+
+/// Every file both packages install, with its mode: the one list, as the tests expect it.
+const PACKAGE_FILES: [(&str, &str); 10] = [
+    ("/etc/journal-parquet/config.toml", "644"),
+    ("/usr/bin/journal-parquet", "755"),
+    ("/usr/bin/jp-flush", "755"),
+    (
+        "/usr/lib/systemd/system-preset/50-journal-parquet.preset",
+        "644",
+    ),
+    ("/usr/lib/systemd/system/journal-parquet.service", "644"),
+    ("/usr/lib/systemd/system/jp-flush.service", "644"),
+    ("/usr/lib/systemd/system/jp-flush.timer", "644"),
+    ("/usr/lib/sysusers.d/journal-parquet.conf", "644"),
+    ("/usr/share/doc/journal-parquet/LICENSE", "644"),
+    ("/usr/share/doc/journal-parquet/README.md", "644"),
+];
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A package built by scripts/package.sh, next to the test binaries.
+fn package(kind: &str) -> PathBuf {
+    let version = env!("CARGO_PKG_VERSION");
+    let path = match kind {
+        "deb" => nspawn::target_dir().join(format!("debian/journal-parquet_{version}-1_amd64.deb")),
+        _ => nspawn::target_dir().join(format!(
+            "generate-rpm/journal-parquet-{version}-1.x86_64.rpm"
+        )),
+    };
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/package.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Lines only in `expected` or only in `actual`, for a readable failure.
+fn assert_same_lines(what: &str, expected: &[String], actual: &[String]) {
+    let missing: Vec<_> = expected.iter().filter(|l| !actual.contains(l)).collect();
+    let extra: Vec<_> = actual.iter().filter(|l| !expected.contains(l)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what} differs from the expected list:\n  missing: {missing:#?}\n  unexpected: {extra:#?}"
+    );
+}
+
+fn expected_files(extra: &[&str]) -> Vec<String> {
+    let mut files: Vec<String> = PACKAGE_FILES
+        .iter()
+        .map(|(path, mode)| format!("{mode} {path}"))
+        .collect();
+    files.extend(extra.iter().map(|s| s.to_string()));
+    files.sort();
+    files
+}
+
+/// Guards the units against typos and directives systemd does not know: `systemd-analyze verify`
+/// with ExecStart= pointed at the binaries just built.
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    let t = TestDir::new();
+    for unit in UNITS {
+        let text = std::fs::read_to_string(manifest_dir().join("units").join(unit)).unwrap();
+        let text = text
+            .replace("/usr/bin/journal-parquet", COLLECTOR)
+            .replace("/usr/bin/jp-flush", FLUSH);
+        write_file(&t.path().join(unit), &text);
+    }
+    let out = run(Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(UNITS.iter().map(|u| t.path().join(u))));
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}\n{}",
+        out.status,
+        stderr(&out)
+    );
+}
+
+/// Guards the sandbox: `systemd-analyze security --offline=yes` rates both services at most 2.0.
+#[test]
+fn services_expose_at_most_2_0() {
+    for unit in ["journal-parquet.service", "jp-flush.service"] {
+        let out = run(Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(manifest_dir().join("units").join(unit)));
+        let text = stdout(&out);
+        let score: f64 = text
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level for {unit}: {text}{}", stderr(&out)));
+        eprintln!("{unit}: exposure {score}");
+        assert!(score <= 2.0, "{unit}: exposure {score} > 2.0\n{text}");
+    }
+}
+
+/// Guards "one file list": cargo-deb and cargo-generate-rpm each read their own table in
+/// Cargo.toml, so the two must say the same, and say what the packages are expected to hold.
+#[test]
+fn cargo_toml_lists_the_same_files_for_deb_and_rpm() {
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(manifest_dir().join("Cargo.toml")).unwrap())
+            .unwrap();
+    let metadata = &manifest["package"]["metadata"];
+    let mut deb: Vec<String> = metadata["deb"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_array().unwrap();
+            format!(
+                "{} {} {}",
+                a[2].as_str().unwrap(),
+                a[1].as_str().unwrap(),
+                a[0].as_str().unwrap()
+            )
+        })
+        .collect();
+    let mut rpm: Vec<String> = metadata["generate-rpm"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {} {}",
+                a["mode"].as_str().unwrap(),
+                a["dest"].as_str().unwrap(),
+                a["source"].as_str().unwrap()
+            )
+        })
+        .collect();
+    deb.sort();
+    rpm.sort();
+    assert_same_lines("the rpm asset list", &deb, &rpm);
+    let dests: Vec<String> = deb
+        .iter()
+        .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
+        .collect();
+    assert_same_lines("the asset list", &expected_files(&[]), &dests);
+    // The config is the one conffile / %config(noreplace).
+    assert_eq!(
+        metadata["deb"]["conf-files"].as_array().unwrap(),
+        &vec![toml::Value::from("/etc/journal-parquet/config.toml")]
+    );
+    let configs: Vec<&str> = metadata["generate-rpm"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a.get("config").is_some())
+        .map(|a| a["dest"].as_str().unwrap())
+        .collect();
+    assert_eq!(configs, ["/etc/journal-parquet/config.toml"]);
+}
+
+/// Guards the shipped config: it is valid as shipped, and documents every key the programs know.
+#[test]
+fn shipped_config_is_valid_and_documents_every_key() {
+    let shipped = manifest_dir().join("packaging/config.toml");
+    let out = run_ok(
+        Command::new(COLLECTOR)
+            .arg("--config")
+            .arg(&shipped)
+            .arg("--check-config"),
+    );
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    // Every key `--check-config` prints (all of them) appears, commented out with its default.
+    for line in stdout(&out).lines() {
+        let Some((key, value)) = line.split_once(" = ") else {
+            continue;
+        };
+        if key == "state_dir" || key == "data_dir" {
+            // Their defaults come from systemd's $STATE_DIRECTORY, unset here.
+            assert!(
+                text.contains(&format!("\n#{key} = ")),
+                "{key} is not documented"
+            );
+            continue;
+        }
+        let documented = format!("\n#{key} = {value}\n");
+        assert!(
+            text.contains(&documented),
+            "{} lacks `{}`",
+            shipped.display(),
+            documented.trim()
+        );
+    }
+    assert!(text.contains("\n#journal_directory = "));
+    // Each binary accepts --check-config with a bad file: exit 78, naming file and key.
+    let t = TestDir::new();
+    write_file(&t.config(), "compression = \"lz4\"\n");
+    for binary in [COLLECTOR, FLUSH] {
+        let out = run(Command::new(binary)
+            .arg("--config")
+            .arg(t.config())
+            .arg("--check-config"));
+        assert_eq!(out.status.code(), Some(78), "{binary}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&t.config().display().to_string()) && err.contains("compression"),
+            "{err}"
+        );
+    }
+}
+
+/// Guards the .deb: its files and modes, the conffile, the maintainer scripts and dependencies
+/// that a minimal Debian 12 has.
+#[test]
+fn deb_holds_the_expected_files_and_scripts() {
+    let deb = package("deb");
+    let listing = stdout(&run_ok(
+        Command::new("dpkg-deb").arg("--contents").arg(&deb),
+    ));
+    let mut files: Vec<String> = listing
+        .lines()
+        .filter(|l| !l.starts_with('d'))
+        .map(|l| {
+            let mode = mode_from_ls(&l[..10]);
+            let path = l.split_whitespace().last().unwrap().trim_start_matches('.');
+            format!("{mode} {path}")
+        })
+        .collect();
+    files.sort();
+    // cargo-deb adds the Debian copyright file made from LICENSE.
+    let expected = expected_files(&["644 /usr/share/doc/journal-parquet/copyright"]);
+    assert_same_lines(&format!("{}", deb.display()), &expected, &files);
+
+    let field = |name: &str| {
+        stdout(&run_ok(
+            Command::new("dpkg-deb").arg("--field").arg(&deb).arg(name),
+        ))
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(field("Package"), "journal-parquet");
+    assert_eq!(
+        field("Depends"),
+        "libc6 (>= 2.34), libgcc-s1, libstdc++6 (>= 12), libsystemd0, systemd"
+    );
+    let t = TestDir::new();
+    run_ok(
+        Command::new("dpkg-deb")
+            .arg("--control")
+            .arg(&deb)
+            .arg(t.path().join("control")),
+    );
+    let control =
+        |name: &str| std::fs::read_to_string(t.path().join("control").join(name)).unwrap();
+    assert_eq!(
+        control("conffiles").trim(),
+        "/etc/journal-parquet/config.toml"
+    );
+    let postinst = control("postinst");
+    for needle in [
+        "systemd-sysusers journal-parquet.conf",
+        "--check-config",
+        "deb-systemd-helper enable",
+        "deb-systemd-invoke $action",
+    ] {
+        assert!(postinst.contains(needle), "postinst lacks {needle}");
+    }
+    assert!(control("prerm").contains("deb-systemd-invoke stop"));
+    assert!(control("postrm").contains("deb-systemd-helper purge"));
+}
+
+/// `-rwxr-xr-x` → `755`.
+fn mode_from_ls(text: &str) -> String {
+    let bits: u32 = text[1..]
+        .chars()
+        .map(|c| u32::from(c != '-'))
+        .fold(0, |acc, b| acc * 2 + b);
+    format!("{bits:o}")
+}
+
+/// Guards the .rpm as rpm itself reads it: name, license, files, %config(noreplace), scriptlets.
+#[test]
+fn rpm_holds_the_expected_files_and_scripts() {
+    let Some(rpm_tool) = ["rpm"].into_iter().find(|t| {
+        Command::new(t)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        panic!("rpm is not installed (scripts/setup.sh --for-tests installs it)");
+    };
+    let rpm = package("rpm");
+    let query = |args: &[&str]| stdout(&run_ok(Command::new(rpm_tool).args(args).arg(&rpm)));
+    let info = query(&["-qip"]);
+    for needle in [
+        "Name        : journal-parquet",
+        "License     : MIT",
+        "Version     : 0.1.0",
+    ] {
+        assert!(info.contains(needle), "rpm -qip lacks {needle:?}:\n{info}");
+    }
+    let mut files: Vec<String> = query(&["-qlvp"])
+        .lines()
+        .map(|l| {
+            format!(
+                "{} {}",
+                mode_from_ls(&l[..10]),
+                l.split_whitespace().last().unwrap()
+            )
+        })
+        .collect();
+    files.sort();
+    assert_same_lines(&format!("{}", rpm.display()), &expected_files(&[]), &files);
+    assert_eq!(
+        query(&["-qp", "--configfiles"]).trim(),
+        "/etc/journal-parquet/config.toml"
+    );
+    let scripts = query(&["-qp", "--scripts"]);
+    for needle in [
+        "postinstall scriptlet",
+        "systemd-sysusers journal-parquet.conf",
+        "preset journal-parquet.service jp-flush.timer",
+        "preuninstall scriptlet",
+        "disable --now jp-flush.timer journal-parquet.service",
+        "postuninstall scriptlet",
+        "try-restart journal-parquet.service",
+    ] {
+        assert!(
+            scripts.contains(needle),
+            "rpm scriptlets lack {needle:?}:\n{scripts}"
+        );
+    }
+    let requires = query(&["-qp", "--requires"]);
+    assert!(requires.lines().any(|l| l == "systemd"), "{requires}");
+    run_ok(
+        Command::new(rpm_tool)
+            .args(["-K", "--nosignature"])
+            .arg(&rpm),
+    );
+}
+
+/// One row of the guest's Parquet tree, as pyarrow reads it.
+struct Marker {
+    file: String,
+    hostname: String,
+    timestamp_usec: i64,
+}
+
+/// The whole path an operator takes, in a booted Debian 12: `dpkg -i`, `systemctl enable --now`,
+/// log lines written across a restart of the collector, the timer's flushes, then `dpkg --purge`.
+/// Guards: every marker in the right host/minute file exactly once (read with pyarrow), STATUS=
+/// in `systemctl status`, the collector's own lines with their priority in `journalctl -u`, not
+/// root, files 0640 and directories 0750, the timer active and its runs successful, and nothing
+/// left enabled after the purge.
+#[test]
+fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
+    if let Some(why) = nspawn::unavailable() {
+        nspawn::record_skip(
+            "deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd",
+            &why,
+        );
+        return;
+    }
+    let started = Instant::now();
+    let deb = package("deb");
+    let guest = Guest::boot(&nspawn::image("bookworm"));
+    guest.put(&deb, "/root/journal-parquet.deb");
+    guest.ok("dpkg -i /root/journal-parquet.deb");
+    guest.ok("systemctl enable --now journal-parquet.service");
+    assert_eq!(
+        guest.ok("systemctl is-enabled journal-parquet.service jp-flush.timer"),
+        "enabled\nenabled\n"
+    );
+    assert_eq!(
+        guest.ok("systemctl is-active journal-parquet.service jp-flush.timer"),
+        "active\nactive\n"
+    );
+
+    // Markers written every 10 ms by a background loop while the collector is restarted: some
+    // land while it is stopped, some while it starts.
+    let run_id = format!("jp-e2e-marker-{}", std::process::id());
+    let markers = 300;
+    guest.ok(&format!(
+        "(for i in $(seq 1 {markers}); do logger -t jp-e2e {run_id}-$i; sleep 0.01; done) & \
+         sleep 1; systemctl restart journal-parquet.service; wait"
+    ));
+    let logged = Instant::now();
+
+    // Only the timer writes Parquet here; the minute of the last marker is complete 5 s after it
+    // ends, and written at the next tick: at most about two minutes.
+    let data = guest.root().join("var/lib/journal-parquet/data");
+    let mut found: Vec<Marker> = Vec::new();
+    let end = Instant::now() + Duration::from_secs(200);
+    while Instant::now() < end {
+        found = parquet_rows(&data)
+            .into_iter()
+            .filter(|r| {
+                r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(&run_id))
+            })
+            .map(|r| Marker {
+                file: r["_file"].as_str().unwrap().to_owned(),
+                hostname: r["hostname"].as_str().unwrap_or("").to_owned(),
+                timestamp_usec: r["timestamp"].as_i64().unwrap(),
+            })
+            .collect();
+        if found.len() >= markers {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let waited = logged.elapsed();
+    let rows = parquet_rows(&data);
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &rows {
+        if let Some(m) = r["message"].as_str().filter(|m| m.starts_with(&run_id)) {
+            *count.entry(m).or_default() += 1;
+        }
+    }
+    let missing: Vec<String> = (1..=markers)
+        .map(|i| format!("{run_id}-{i}"))
+        .filter(|m| !count.contains_key(m.as_str()))
+        .collect();
+    let twice: Vec<_> = count.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "after {waited:?}: {} markers missing (first: {:?}), {} more than once: {twice:?}",
+        missing.len(),
+        missing.first(),
+        twice.len()
+    );
+    let hostname = guest.ok("cat /proc/sys/kernel/hostname").trim().to_owned();
+    assert_eq!(hostname, guest.name);
+    for m in &found {
+        let minute = chrono::DateTime::from_timestamp_micros(m.timestamp_usec).unwrap();
+        let expected = format!(
+            "{hostname}/{}",
+            minute.format("%Y/%m/%d/%Y%m%d-%H%M.parquet")
+        );
+        assert_eq!(m.file, expected, "a marker in the wrong file");
+        assert_eq!(m.hostname, hostname);
+    }
+
+    // systemctl status shows the collector's STATUS= text.
+    let status = guest.sh("systemctl status --no-pager journal-parquet.service");
+    let status = stdout(&status);
+    assert!(
+        status.contains("Status: \"") && status.contains("entries buffered"),
+        "{status}"
+    );
+
+    // Its own lines, with their priorities: notice (5) for start and stop.
+    let json = guest.ok("journalctl -u journal-parquet.service -o json --no-pager");
+    let own: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["SYSLOG_IDENTIFIER"] == "journal-parquet")
+        .collect();
+    let priority_of = |start: &str| {
+        own.iter()
+            .find(|e| e["MESSAGE"].as_str().is_some_and(|m| m.starts_with(start)))
+            .map(|e| e["PRIORITY"].as_str().unwrap_or("").to_owned())
+    };
+    assert_eq!(
+        priority_of("reading the system and user journals").as_deref(),
+        Some("5")
+    );
+    assert_eq!(priority_of("received SIGTERM").as_deref(), Some("5"));
+    assert_eq!(
+        priority_of("stopped after committing").as_deref(),
+        Some("5")
+    );
+    assert!(
+        !own.iter()
+            .any(|e| e["PRIORITY"].as_str().is_some_and(|p| p < "5")),
+        "warnings or errors from the collector: {own:#?}"
+    );
+
+    // Not root, and in group systemd-journal.
+    let ids = guest.ok(
+        "pid=$(systemctl show -p MainPID --value journal-parquet.service); \
+         awk '/^Uid:/{print $2} /^Groups:/{$1=\"\"; print}' /proc/$pid/status; \
+         id -u journal-parquet; getent group systemd-journal | cut -d: -f3",
+    );
+    let ids: Vec<&str> = ids.lines().map(str::trim).collect();
+    assert_eq!(
+        ids[0], ids[2],
+        "the collector runs as journal-parquet: {ids:?}"
+    );
+    assert_ne!(ids[0], "0");
+    assert!(
+        ids[1].split_whitespace().any(|g| g == ids[3]),
+        "not in systemd-journal: {ids:?}"
+    );
+
+    // Files 0640, directories 0750, all the service user's.
+    let uid: u32 = ids[2].parse().unwrap();
+    for entry in walk(&guest.root().join("var/lib/journal-parquet")) {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+        let meta = std::fs::symlink_metadata(&entry).unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        assert_eq!(
+            meta.uid(),
+            uid,
+            "{} is not the service user's",
+            entry.display()
+        );
+        let allowed = if meta.is_dir() {
+            mode == 0o750
+        } else if meta.file_type().is_socket() {
+            mode == 0o600
+        } else {
+            mode == 0o640
+        };
+        assert!(allowed, "{} has mode {mode:o}", entry.display());
+    }
+
+    // The timer is active and its runs succeeded.
+    assert_eq!(
+        guest.ok("systemctl is-active jp-flush.timer").trim(),
+        "active"
+    );
+    let flush = guest.ok("systemctl show -p Result,ExecMainStatus jp-flush.service");
+    assert!(
+        flush.contains("Result=success") && flush.contains("ExecMainStatus=0"),
+        "{flush}"
+    );
+    let failed = guest.ok("systemctl list-units --failed --plain --no-legend");
+    assert!(
+        !failed.contains("journal-parquet") && !failed.contains("jp-flush"),
+        "{failed}"
+    );
+
+    // Purge: nothing of ours left enabled or running; the archive stays.
+    guest.ok("dpkg --purge journal-parquet");
+    // (list-unit-files exits 1 when it lists nothing.)
+    let left = guest.sh(
+        "find /etc/systemd/system -name 'journal-parquet*' -o -name 'jp-flush*'; \
+         systemctl list-unit-files --no-legend 'journal-parquet*' 'jp-flush*'",
+    );
+    assert_eq!(stdout(&left), "", "left after the purge");
+    let active = stdout(&guest.sh("systemctl is-active journal-parquet.service jp-flush.timer"));
+    assert_eq!(active, "inactive\ninactive\n");
+    assert!(data.is_dir(), "the archive must survive a purge");
+    eprintln!(
+        "deb end-to-end: {:.0} s in all, markers in Parquet {:.0} s after the last was logged",
+        started.elapsed().as_secs_f64(),
+        waited.as_secs_f64()
+    );
+}
+
+/// The .rpm in a booted Debian 12 that has rpm (there is no RPM distribution to be had here):
+/// `rpm -i --nodeps` runs %post (user, preset, start), the collector runs and reads the journal,
+/// `rpm -e` runs %preun (disable, stop).
+#[test]
+fn rpm_installs_starts_and_erases_in_a_real_systemd() {
+    if let Some(why) = nspawn::unavailable() {
+        nspawn::record_skip("rpm_installs_starts_and_erases_in_a_real_systemd", &why);
+        return;
+    }
+    let rpm = package("rpm");
+    let guest = Guest::boot(&nspawn::image("bookworm-rpm"));
+    guest.put(&rpm, "/root/journal-parquet.rpm");
+    // The rpm database of a Debian system is empty: --nodeps, or even /bin/sh is "missing".
+    guest.ok("rpm -i --nodeps /root/journal-parquet.rpm");
+    assert_eq!(
+        guest.ok("systemctl is-enabled journal-parquet.service jp-flush.timer"),
+        "enabled\nenabled\n"
+    );
+    assert_eq!(
+        guest.ok("systemctl is-active journal-parquet.service jp-flush.timer"),
+        "active\nactive\n"
+    );
+    guest.ok("logger -t jp-e2e rpm-marker");
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = guest.ok("systemctl show -p StatusText --value journal-parquet.service");
+        if !status.starts_with("0 entries buffered") && status.contains("entries buffered") {
+            break;
+        }
+        assert!(Instant::now() < end, "the collector read nothing: {status}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    guest.ok("rpm -e journal-parquet");
+    let active = stdout(&guest.sh("systemctl is-active journal-parquet.service jp-flush.timer"));
+    assert_eq!(active, "inactive\ninactive\n");
+    assert_eq!(
+        guest.ok("find /etc/systemd/system -name 'journal-parquet*' -o -name 'jp-flush*'"),
+        ""
+    );
+}
+
+/// Every path under `dir`, depth first.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
