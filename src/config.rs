@@ -169,10 +169,7 @@ impl Settings {
             toml_string(&self.flush_memory_limit)
         );
         out += &format!("duckdb_threads = {}\n", self.duckdb_threads);
-        out += &format!(
-            "handoff_timeout_sec = {}\n",
-            self.handoff_timeout.as_secs()
-        );
+        out += &format!("handoff_timeout_sec = {}\n", self.handoff_timeout.as_secs());
         out += &format!(
             "log_level = {}\n",
             toml_string(&self.log_level.to_string().to_lowercase())
