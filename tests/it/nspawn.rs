@@ -143,7 +143,7 @@ impl Guest {
                 .arg("-C")
                 .arg(&root),
         );
-        let id = crate::harness::run_ok(&mut Command::new("systemd-id128").arg("new")).stdout;
+        let id = crate::harness::run_ok(Command::new("systemd-id128").arg("new")).stdout;
         std::fs::write(root.join("etc/machine-id"), id).unwrap();
         std::fs::write(root.join("etc/hostname"), format!("{name}\n")).unwrap();
 
