@@ -153,6 +153,20 @@ impl TestDir {
 }
 
 /// Runs a command to completion, with its output captured.
+/// A new `Command` like `cmd` (program, arguments, environment changes), for starting the same
+/// run again and again.
+pub fn same_command(cmd: &Command) -> Command {
+    let mut c = Command::new(cmd.get_program());
+    c.args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => c.env(key, v),
+            None => c.env_remove(key),
+        };
+    }
+    c
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())
         .output()

@@ -6,3 +6,4 @@ mod flush;
 mod harness;
 mod nspawn;
 mod packages;
+mod reliability;

@@ -1,0 +1,282 @@
+//! Faults: crashes of either program at random moments, full and vanished directories, damaged
+//! state, journal changes under the collector, hostile input. Each test ends with the same
+//! check: every entry the journal holds is in the Parquet tree exactly once (read with pyarrow).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// A small xorshift generator: random moments that a seed reproduces.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// A number in `lo..hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        lo + self.0 % (hi - lo)
+    }
+}
+
+/// The cursor of every entry in the journal files in `dir` (file by file: the merged view skips
+/// entries out of order across files).
+pub fn journal_cursors(dir: &Path) -> Vec<String> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.ends_with(".journal") || name.ends_with(".journal~")) {
+            continue;
+        }
+        let out = run_ok(Command::new("journalctl").arg("--file").arg(&path).args([
+            "-o",
+            "json",
+            "--output-fields=_BOOT_ID",
+            "--no-pager",
+        ]));
+        for line in out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            all.push(v["__CURSOR"].as_str().unwrap().to_owned());
+        }
+    }
+    all
+}
+
+/// The cursor of every row in the Parquet tree under `dir`, read with pyarrow.
+pub fn parquet_cursors(dir: &Path) -> Vec<String> {
+    let python = std::env::var("JP_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/parquet_cursors.py");
+    let out = run_ok(Command::new(&python).arg(script).arg(dir));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts that the Parquet tree holds exactly the journal's entries, each once; returns how many.
+pub fn assert_exactly_once(journal: &[String], parquet: &[String]) -> usize {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in parquet {
+        *seen.entry(c.as_str()).or_default() += 1;
+    }
+    let want: BTreeSet<&str> = journal.iter().map(String::as_str).collect();
+    let twice: Vec<_> = seen
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(c, _)| *c)
+        .collect();
+    let lost: Vec<_> = want.iter().filter(|c| !seen.contains_key(*c)).collect();
+    let extra: Vec<_> = seen.keys().filter(|c| !want.contains(*c)).collect();
+    assert!(
+        twice.is_empty() && lost.is_empty() && extra.is_empty(),
+        "{} duplicated (e.g. {:?}), {} lost (e.g. {:?}), {} not in the journal (e.g. {:?}) of {}",
+        twice.len(),
+        twice.first(),
+        lost.len(),
+        lost.first(),
+        extra.len(),
+        extra.first(),
+        want.len()
+    );
+    want.len()
+}
+
+/// Runs jp-flush with `--all` until the buffer is empty (a final flush, as at the end of a
+/// test, once the collector has stopped).
+pub fn final_flush(t: &TestDir) {
+    run_ok(&mut t.flush(&["--all"]));
+    assert_eq!(
+        t.query_u64("SELECT count(*) FROM journal_logs"),
+        0,
+        "rows left in the buffer after a final flush"
+    );
+}
+
+/// One side of a storm: starts `command` again and again and sends each run `signal` after a
+/// random time in `lo_ms..hi_ms`, until `times` runs have been killed by a SIGKILL (runs that
+/// finished first do not count) or stopped by another signal, or until `stop` is set. Returns
+/// that count and the exit statuses seen.
+fn storm(
+    mut command: impl FnMut() -> Command + Send + 'static,
+    signal: nix::sys::signal::Signal,
+    times: u32,
+    (lo_ms, hi_ms): (u64, u64),
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u32, BTreeMap<String, u32>)> {
+    std::thread::spawn(move || {
+        let mut rng = Rng::new(seed);
+        let mut exits: BTreeMap<String, u32> = BTreeMap::new();
+        let mut done = 0;
+        while done < times && !stop.load(Ordering::SeqCst) {
+            let mut child = KillOnDrop(
+                command()
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            std::thread::sleep(Duration::from_millis(rng.between(lo_ms, hi_ms)));
+            let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+            let _ = nix::sys::signal::kill(pid, signal);
+            let status = wait_with_limit(&mut child.0, Duration::from_secs(60));
+            *exits.entry(format!("{status}")).or_default() += 1;
+            use std::os::unix::process::ExitStatusExt;
+            if signal != nix::sys::signal::Signal::SIGKILL || status.signal() == Some(9) {
+                done += 1;
+            }
+        }
+        (done, exits)
+    })
+}
+
+/// Guards exactly-once under crashes of both programs: 200 `kill -9` of the collector and 200 of
+/// jp-flush, independently and at random moments, while both work through a 200,000-entry
+/// corpus; then a clean finish.
+#[test]
+fn crash_storm_of_both_programs_over_a_corpus_loses_and_repeats_nothing() {
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 200000 --hosts 3 --seed 21 --duration 2h");
+    let dir = corpus.to_str().unwrap().to_owned();
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let kill = nix::sys::signal::Signal::SIGKILL;
+    let collector = t.collector(&["--directory", &dir, "--from-head"]);
+    let collector = storm(
+        move || same_command(&collector),
+        kill,
+        200,
+        (20, 400),
+        7,
+        stop.clone(),
+    );
+    // --all: every flush writes, and later rows of the same minute are merged into its file, so
+    // the kills land in exports, merges and renames, not only in waits.
+    let flush = t.flush(&["--all"]);
+    let flush = storm(move || same_command(&flush), kill, 200, (10, 300), 11, stop);
+    let (collector_kills, collector_exits) = collector.join().unwrap();
+    let (flush_kills, flush_exits) = flush.join().unwrap();
+    eprintln!(
+        "storm: {collector_kills} collector kills {collector_exits:?}, {flush_kills} jp-flush \
+         kills {flush_exits:?} in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
+    final_flush(&t);
+    let n = assert_exactly_once(&journal_cursors(&corpus), &parquet_cursors(&t.data()));
+    eprintln!(
+        "200 kill -9 of each program: 0 lost, 0 duplicated of {n} ({:.0} s in all)",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Guards exactly-once while the journal grows: the same storm (200 `kill -9` of each program)
+/// over a private journald written to as fast as one writer can.
+#[test]
+fn crash_storm_of_both_programs_over_a_live_journal_loses_and_repeats_nothing() {
+    let journald = Journald::start();
+    let t = TestDir::new();
+    let dir = journald.dir.to_str().unwrap().to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let socket = journald.runtime_dir().join("socket");
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
+            let mut n = 0u64;
+            let start = Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                let entry = format!("MESSAGE=live storm {n}\nSYSLOG_IDENTIFIER=jp-storm\n");
+                if sock.send_to(entry.as_bytes(), &socket).is_ok() {
+                    n += 1;
+                }
+                // 10,000 entries/s: a busy server's rate, and a backlog the final run can take.
+                if n % 100 == 0 {
+                    let due = Duration::from_micros(n * 100);
+                    std::thread::sleep(due.saturating_sub(start.elapsed()));
+                }
+            }
+            n
+        })
+    };
+    let started = Instant::now();
+    let kill = nix::sys::signal::Signal::SIGKILL;
+    let collector = t.collector(&["--directory", &dir, "--from-head"]);
+    let never = Arc::new(AtomicBool::new(false));
+    let collector = storm(
+        move || same_command(&collector),
+        kill,
+        200,
+        (20, 400),
+        13,
+        never.clone(),
+    );
+    let flush = t.flush(&["--all"]);
+    let flush = storm(
+        move || same_command(&flush),
+        kill,
+        200,
+        (10, 300),
+        17,
+        never,
+    );
+    let (collector_kills, _) = collector.join().unwrap();
+    let (flush_kills, _) = flush.join().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    journald.send_message("live storm over");
+    journald.wait_written("live storm over");
+    let storm_secs = started.elapsed().as_secs_f64();
+
+    run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
+    final_flush(&t);
+    let n = assert_exactly_once(&journal_cursors(&journald.dir), &parquet_cursors(&t.data()));
+    eprintln!(
+        "{collector_kills} kill -9 of the collector, {flush_kills} of jp-flush, {written} entries \
+         sent in {storm_secs:.0} s ({:.0}/s): 0 lost, 0 duplicated of the {n} journald kept",
+        written as f64 / storm_secs
+    );
+}
+
+/// Guards the clean stop path: SIGTERM at random moments (mid-batch, mid-commit, mid-start)
+/// always exits 0, and the entries are still there exactly once.
+#[test]
+fn sigterm_at_random_moments_stops_cleanly_and_loses_nothing() {
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 60000 --hosts 2 --seed 23 --duration 30m");
+    let dir = corpus.to_str().unwrap().to_owned();
+    let collector = t.collector(&["--directory", &dir, "--from-head"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let term = nix::sys::signal::Signal::SIGTERM;
+    let (stops, exits) = storm(
+        move || same_command(&collector),
+        term,
+        60,
+        (5, 600),
+        29,
+        stop,
+    )
+    .join()
+    .unwrap();
+    assert_eq!(
+        exits.get("exit status: 0").copied(),
+        Some(stops),
+        "every SIGTERM is a clean exit: {exits:?}"
+    );
+    run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
+    final_flush(&t);
+    let n = assert_exactly_once(&journal_cursors(&corpus), &parquet_cursors(&t.data()));
+    eprintln!("{stops} SIGTERM: all exit 0; 0 lost, 0 duplicated of {n}");
+}
