@@ -203,7 +203,7 @@ fn crash_storm_of_both_programs_over_a_live_journal_loses_and_repeats_nothing() 
                     n += 1;
                 }
                 // 10,000 entries/s: a busy server's rate, and a backlog the final run can take.
-                if n % 100 == 0 {
+                if n.is_multiple_of(100) {
                     let due = Duration::from_micros(n * 100);
                     std::thread::sleep(due.saturating_sub(start.elapsed()));
                 }
