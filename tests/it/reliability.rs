@@ -280,3 +280,243 @@ fn sigterm_at_random_moments_stops_cleanly_and_loses_nothing() {
     let n = assert_exactly_once(&journal_cursors(&corpus), &parquet_cursors(&t.data()));
     eprintln!("{stops} SIGTERM: all exit 0; 0 lost, 0 duplicated of {n}");
 }
+
+/// A tmpfs of `size` mounted on `dir` by the test, unmounted when dropped.
+pub struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        run_ok(
+            Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0750"),
+                    "jp-test",
+                ])
+                .arg(dir),
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Gives the file system `size` (space coming back).
+    pub fn resize(&self, size: &str) {
+        run_ok(
+            Command::new("mount")
+                .args(["-o", &format!("remount,size={size}")])
+                .arg(&self.dir),
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Every file under `dir` whose name ends with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_ending(&p, suffix));
+            } else if p.to_string_lossy().ends_with(suffix) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Guards a full data disk: jp-flush fails naming the file it could not write, leaves no partial
+/// file under a final name (every `.parquet` reads back) and no temporary one, keeps the rows,
+/// and the next run writes them once there is space again.
+#[test]
+fn full_data_disk_fails_naming_the_file_and_resumes_when_space_is_back() {
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 30000 --hosts 1 --seed 31 --duration 10m");
+    let disk = Tmpfs::mount(&t.data(), "600k");
+    t.backfill(&corpus);
+
+    let out = run(&mut t.flush(&[]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&t.data().display().to_string()) && err.contains("No space left on device"),
+        "the error names the path and the cause: {err}"
+    );
+    assert!(
+        files_ending(&t.data(), ".tmp").is_empty(),
+        "a temporary file was left"
+    );
+    eprintln!("{err}");
+    let written_before = parquet_cursors(&t.data()).len();
+    assert!(
+        t.query_u64("SELECT count(*) FROM journal_logs") > 0,
+        "rows of the minutes not written must stay in the buffer"
+    );
+
+    disk.resize("64m");
+    run_ok(&mut t.flush(&[]));
+    let n = assert_exactly_once(&journal_cursors(&corpus), &parquet_cursors(&t.data()));
+    eprintln!("data disk full: {written_before} of {n} written before, 0 lost, 0 duplicated");
+}
+
+/// Guards a full state disk: the collector stops with an error naming the buffer (exit 1, which
+/// systemd answers with a restart), and once there is space the restarted collector goes on from
+/// its committed position: nothing lost, nothing twice.
+#[test]
+fn full_state_disk_stops_the_collector_naming_the_buffer_and_loses_nothing() {
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 40000 --hosts 2 --seed 37 --duration 10m");
+    let dir = corpus.to_str().unwrap();
+    let disk = Tmpfs::mount(&t.state(), "3m");
+    let out = run(&mut t.collector(&["--directory", dir, "--from-head", "--once"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&t.state().display().to_string()),
+        "the error names the state path: {err}"
+    );
+    eprintln!("{err}");
+
+    disk.resize("512m");
+    run_ok(&mut t.collector(&["--directory", dir, "--from-head", "--once"]));
+    final_flush(&t);
+    let n = assert_exactly_once(&journal_cursors(&corpus), &parquet_cursors(&t.data()));
+    eprintln!("state disk full: collector exit 1 naming the buffer; 0 lost, 0 duplicated of {n}");
+}
+
+/// Guards the minute of each entry when the sender's clock jumps: backwards by an hour, forwards
+/// by a day, back again (one source, so the journal keeps them in sequence order). Each entry
+/// lands once, in the file of its own minute.
+#[test]
+fn clock_jumps_put_each_entry_in_its_own_minute_once() {
+    let t = TestDir::new();
+    let journal_dir = t.path().join("journal");
+    std::fs::create_dir(&journal_dir).unwrap();
+    let base: u64 = 1_709_251_200_000_000; // 2024-03-01 00:00 UTC
+    let minute = 60_000_000;
+    let times = [
+        base,
+        base + minute,
+        base - 60 * minute,      // back an hour
+        base - 60 * minute + 1,  // same minute, a microsecond later
+        base + 24 * 60 * minute, // forward a day
+        base + 2 * minute,       // back again
+        base + 2 * minute - 1,   // earlier than the one before, same minute... almost
+        base + 24 * 60 * minute + 59 * 1_000_000,
+    ];
+    let entries: Vec<RawEntry> = times
+        .iter()
+        .enumerate()
+        .map(|(i, &usec)| RawEntry {
+            realtime_usec: usec,
+            fields: vec![
+                ("MESSAGE".into(), format!("jump {i}").into_bytes()),
+                ("_HOSTNAME".into(), b"jumpy".to_vec()),
+            ],
+        })
+        .collect();
+    journal_file(&journal_dir.join("jumps.journal"), &entries);
+    t.backfill(&journal_dir);
+    run_ok(&mut t.flush(&["--all"]));
+    let rows = parquet_rows(&t.data());
+    assert_eq!(rows.len(), times.len(), "every entry once");
+    for r in &rows {
+        let i: usize = r["message"].as_str().unwrap()[5..].parse().unwrap();
+        let at = chrono::DateTime::from_timestamp_micros(times[i] as i64).unwrap();
+        let want = format!("jumpy/{}", at.format("%Y/%m/%d/%Y%m%d-%H%M.parquet"));
+        assert_eq!(r["_file"].as_str().unwrap(), want, "entry {i}");
+        assert_eq!(r["timestamp"].as_i64().unwrap(), times[i] as i64);
+    }
+}
+
+/// Guards extreme values: a 16 MiB field, a binary (non-UTF-8) MESSAGE and field values, an empty
+/// MESSAGE, an entry without MESSAGE, 1,000 fields in one entry (journald and journal-remote accept
+/// at most 1,024), all byte for byte in `fields` and the typed columns.
+#[test]
+fn extreme_values_arrive_intact() {
+    let t = TestDir::new();
+    let journal_dir = t.path().join("journal");
+    std::fs::create_dir(&journal_dir).unwrap();
+    let base: u64 = 1_709_251_200_000_000;
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    let binary: Vec<u8> = vec![0xff, 0xfe, b'x', 0x00, b'\n', 0x80];
+    let mut many = vec![("MESSAGE".to_string(), b"many fields".to_vec())];
+    for i in 0..1000 {
+        many.push((format!("F{i}"), format!("v{i}").into_bytes()));
+    }
+    let entries = vec![
+        RawEntry {
+            realtime_usec: base,
+            fields: vec![
+                ("MESSAGE".into(), b"big".to_vec()),
+                ("BIG".into(), big.clone()),
+            ],
+        },
+        RawEntry {
+            realtime_usec: base + 1,
+            fields: vec![
+                ("MESSAGE".into(), binary.clone()),
+                ("BIN".into(), binary.clone()),
+            ],
+        },
+        RawEntry {
+            realtime_usec: base + 2,
+            fields: vec![
+                ("MESSAGE".into(), Vec::new()),
+                ("TAG".into(), b"empty".to_vec()),
+            ],
+        },
+        RawEntry {
+            realtime_usec: base + 3,
+            fields: vec![("TAG".into(), b"no message".to_vec())],
+        },
+        RawEntry {
+            realtime_usec: base + 4,
+            fields: many,
+        },
+    ];
+    journal_file(&journal_dir.join("extreme.journal"), &entries);
+    t.backfill(&journal_dir);
+    run_ok(&mut t.flush(&["--all"]));
+    let rows = parquet_rows(&t.data());
+    assert_eq!(rows.len(), 5);
+    let fields = |i: usize| -> serde_json::Value {
+        serde_json::from_str(rows[i]["fields"].as_str().unwrap()).unwrap()
+    };
+    // Rows are ordered by timestamp within the file.
+    let big_field = fields(0)["BIG"].as_str().unwrap().to_owned();
+    assert_eq!(big_field.len(), big.len(), "the 16 MiB field, whole");
+    assert!(big_field.as_bytes() == big.as_slice());
+    // Non-UTF-8 values are arrays of bytes, as in journalctl's JSON.
+    let bytes: Vec<u8> = fields(1)["BIN"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    assert_eq!(bytes, binary);
+    assert!(
+        rows[1]["message"].is_null(),
+        "a non-UTF-8 MESSAGE is not text"
+    );
+    assert_eq!(rows[2]["message"].as_str(), Some(""));
+    assert_eq!(fields(2)["MESSAGE"].as_str(), Some(""));
+    assert!(rows[3]["message"].is_null());
+    assert_eq!(fields(3)["TAG"].as_str(), Some("no message"));
+    let many = fields(4);
+    for i in 0..1000 {
+        assert_eq!(many[format!("F{i}")].as_str(), Some(format!("v{i}").as_str()));
+    }
+}
