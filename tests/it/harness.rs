@@ -352,6 +352,49 @@ impl Journald {
         j
     }
 
+    /// Stops this journald (SIGTERM) and starts it again on the same namespace and files.
+    pub fn restart(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let socket = self.runtime_dir().join("socket");
+        let _ = std::fs::remove_file(&socket);
+        self.child = Command::new("/lib/systemd/systemd-journald")
+            .arg(&self.namespace)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart systemd-journald");
+        eventually(Duration::from_secs(20), "journald to start again", || {
+            socket.exists()
+        });
+    }
+
+    /// Asks journald to rotate its files (what `journalctl --rotate` does), and waits for it.
+    pub fn rotate(&self) {
+        let archived = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().contains('@'))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let before = archived(&self.dir);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGUSR2,
+        )
+        .unwrap();
+        eventually(Duration::from_secs(20), "journald to rotate", || {
+            archived(&self.dir) > before
+        });
+    }
+
     pub fn runtime_dir(&self) -> PathBuf {
         PathBuf::from(format!("/run/systemd/journal.{}", self.namespace))
     }

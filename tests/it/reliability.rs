@@ -517,6 +517,103 @@ fn extreme_values_arrive_intact() {
     assert_eq!(fields(3)["TAG"].as_str(), Some("no message"));
     let many = fields(4);
     for i in 0..1000 {
-        assert_eq!(many[format!("F{i}")].as_str(), Some(format!("v{i}").as_str()));
+        assert_eq!(
+            many[format!("F{i}")].as_str(),
+            Some(format!("v{i}").as_str())
+        );
     }
+}
+
+/// Guards following the journal through what journald does to it: a restart of journald itself,
+/// a rotation (the active file archived, a new one started), and journal files added to the
+/// `--directory` source while the collector runs. Every entry once, nothing skipped.
+#[test]
+fn journald_restart_rotation_and_new_files_lose_and_repeat_nothing() {
+    let mut journald = Journald::start();
+    let t = TestDir::new();
+    let dir = journald.dir.to_str().unwrap().to_owned();
+    let (mut child, _n) = start_collector(&t, &["--directory", &dir, "--from-head"]);
+    let mut sent = 0;
+    let mut send = |journald: &Journald, what: &str| {
+        for _ in 0..500 {
+            journald.send_message(&format!("{what} {sent}"));
+            sent += 1;
+        }
+        journald.wait_written(&format!("{what} {}", sent - 1));
+    };
+    send(&journald, "before restart");
+    journald.restart();
+    send(&journald, "after restart");
+    journald.rotate();
+    send(&journald, "after rotation");
+    // A file from another source (journal-remote style), newer than everything so far.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let added: Vec<RawEntry> = (0..300)
+        .map(|i| RawEntry {
+            realtime_usec: now + 1_000_000 + i,
+            fields: vec![
+                ("MESSAGE".into(), format!("added file {i}").into_bytes()),
+                ("_HOSTNAME".into(), b"added-host".to_vec()),
+            ],
+        })
+        .collect();
+    let staging = t.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    journal_file(&staging.join("remote-added.journal"), &added);
+    // Moved in whole, as a tool that writes elsewhere and renames would.
+    std::fs::rename(
+        staging.join("remote-added.journal"),
+        journald.dir.join("remote-added.journal"),
+    )
+    .unwrap();
+    send(&journald, "after the new file");
+    eventually(Duration::from_secs(30), "everything in the buffer", || {
+        let m = t.messages();
+        m.iter().any(|m| m == "added file 299")
+            && m.iter()
+                .any(|m| m == &format!("after the new file {}", sent - 1))
+    });
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+    final_flush(&t);
+    let n = assert_exactly_once(&journal_cursors(&journald.dir), &parquet_cursors(&t.data()));
+    eprintln!("journald restart, rotation, a new file: 0 lost, 0 duplicated of {n}");
+}
+
+/// Guards an admin removing a day directory (or the whole tree) while the programs run: the next
+/// flush creates the directories again, with their modes, and writes its minutes there.
+#[test]
+fn removed_day_directory_is_created_again() {
+    let journald = Journald::start();
+    let t = TestDir::new();
+    let dir = journald.dir.to_str().unwrap().to_owned();
+    let (mut child, _n) = start_collector(&t, &["--directory", &dir, "--from-head"]);
+    journald.send_message("first");
+    eventually(Duration::from_secs(30), "first", || {
+        t.messages().contains(&"first".into())
+    });
+    run_ok(&mut t.flush(&["--all"]));
+    let days = files_ending(&t.data(), ".parquet");
+    assert_eq!(days.len(), 1);
+    let day = days[0].parent().unwrap().to_path_buf();
+    std::fs::remove_dir_all(t.data()).unwrap();
+
+    journald.send_message("second");
+    eventually(Duration::from_secs(30), "second", || {
+        t.messages().contains(&"second".into())
+    });
+    run_ok(&mut t.flush(&["--all"]));
+    use std::os::unix::fs::PermissionsExt;
+    assert!(day.is_dir(), "{} created again", day.display());
+    assert_eq!(
+        std::fs::metadata(&day).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
+    let rows = parquet_rows(&t.data());
+    assert!(rows.iter().any(|r| r["message"] == "second"));
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
 }
