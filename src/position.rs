@@ -71,20 +71,30 @@ pub fn describe_jump(from: &str, to: &str) -> String {
 /// Reads the state file. `Ok(None)` when it does not exist; an error (naming the file) when it
 /// cannot be read or does not hold a cursor.
 pub fn read_state_file(path: &Path) -> Result<Option<String>> {
-    let text = match fs::read(path) {
+    let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
     };
-    let text = String::from_utf8(text)
+    let size = bytes.len();
+    let text = String::from_utf8(bytes)
         .ok()
         .map(|t| t.trim().to_owned())
         .unwrap_or_default();
     if parse_cursor(&text).is_none() {
+        let what = if size == 0 {
+            "it is empty"
+        } else {
+            "bytes of something else"
+        };
         bail!(
-            "{} does not hold a journal cursor ({} bytes of something else)",
+            "{} does not hold a journal cursor ({}{what})",
             path.display(),
-            text.len()
+            if size == 0 {
+                String::new()
+            } else {
+                format!("{size} ")
+            }
         );
     }
     Ok(Some(text))

@@ -617,3 +617,80 @@ fn removed_day_directory_is_created_again() {
     sigterm(&child);
     assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
 }
+
+/// Guards the state file against damage while the buffer is intact: empty, truncated, garbage,
+/// another machine's cursor, a directory in its place. Each time the collector says which file
+/// and what it does, the buffer's position wins (no restart from head or tail: nothing is read
+/// twice, nothing skipped), and the file is written again.
+#[test]
+fn damaged_state_file_is_named_and_the_buffer_position_wins() {
+    let journald = Journald::start();
+    let t = TestDir::new();
+    let dir = journald.dir.to_str().unwrap().to_owned();
+    let state_file = t.state().join("cursor");
+    journald.send_message("start");
+    journald.wait_written("start");
+    run_ok(&mut t.collector(&["--directory", &dir, "--from-head", "--once"]));
+    let good = std::fs::read_to_string(&state_file).unwrap();
+    let other_machine = good
+        .replace(&good[2..34], "0123456789abcdef0123456789abcdef")
+        .replace("i=", "i=1");
+    let damages: [(&str, Box<dyn Fn()>); 5] = [
+        (
+            "empty",
+            Box::new(|| std::fs::write(&state_file, b"").unwrap()),
+        ),
+        (
+            "truncated",
+            Box::new(|| {
+                let now = std::fs::read_to_string(&state_file).unwrap();
+                std::fs::write(&state_file, &now[..now.len() / 2]).unwrap()
+            }),
+        ),
+        (
+            "garbage",
+            Box::new(|| std::fs::write(&state_file, b"\x00\xff\x13garbage").unwrap()),
+        ),
+        (
+            "another machine's",
+            Box::new(|| std::fs::write(&state_file, &other_machine).unwrap()),
+        ),
+        (
+            "a directory",
+            Box::new(|| {
+                std::fs::remove_file(&state_file).unwrap();
+                std::fs::create_dir(&state_file).unwrap();
+            }),
+        ),
+    ];
+    for (what, damage) in &damages {
+        let before = t.messages().len();
+        damage();
+        let marker = format!("after the {what} state file");
+        journald.send_message(&marker);
+        journald.wait_written(&marker);
+        let out = run(&mut t.collector(&["--directory", &dir, "--once"]));
+        let err = stderr(&out);
+        eprintln!("{what}: {}", err.trim());
+        assert!(
+            err.contains(state_file.to_str().unwrap()),
+            "{what}: the file is named: {err}"
+        );
+        let m = t.messages();
+        assert!(m.contains(&marker), "{what}: the new entry was read");
+        assert!(
+            t.cursor_counts().values().all(|&n| n == 1),
+            "{what}: something read twice"
+        );
+        assert_eq!(m.len(), before + 1, "{what}: only the new entry: {m:?}");
+        if state_file.is_dir() {
+            // Not writable: an error naming it (exit 1), after the entries were committed.
+            assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+            std::fs::remove_dir(&state_file).unwrap();
+        } else {
+            assert!(out.status.success(), "{what}: {err}");
+            let now = std::fs::read_to_string(&state_file).unwrap();
+            assert!(now.starts_with("s="), "{what}: rewritten: {now:?}");
+        }
+    }
+}
