@@ -17,7 +17,7 @@ use crate::buffer::{Buffer, CollectorState, Position};
 use crate::config::{CollectorArgs, Settings};
 use crate::handoff::{Listener, Peer};
 use crate::journal::{Journal, Source};
-use crate::position::{describe_jump, parse_cursor, read_state_file, write_state_file};
+use crate::position::{describe_jump, parse_cursor, read_state_file, write_state_file, SavedState};
 use crate::row::{Batch, EntryMeta, Fields};
 use crate::service;
 
@@ -139,7 +139,8 @@ fn lock_state_dir(dir: &Path) -> Result<Flock<fs::File>> {
 fn reconcile(stored: Option<&CollectorState>, state_file: &Path) -> Result<Option<Position>> {
     let file = read_state_file(state_file);
     match (stored.map(|s| &s.position), file) {
-        (Some(pos), Ok(file_cursor)) => {
+        (Some(pos), Ok(saved)) => {
+            let file_cursor = saved.map(|s| s.cursor);
             if let (Position::After(c), Some(f)) = (pos, &file_cursor) {
                 if c != f {
                     let behind = match (parse_cursor(c), parse_cursor(f)) {
@@ -167,9 +168,24 @@ fn reconcile(stored: Option<&CollectorState>, state_file: &Path) -> Result<Optio
             log::warn!("{e:#}; the buffer's committed position wins, the state file is rewritten");
             Ok(Some(pos.clone()))
         }
-        (None, Ok(Some(cursor))) => {
+        (
+            None,
+            Ok(Some(SavedState {
+                restart: Some(r), ..
+            })),
+        ) => {
             log::warn!(
-                "the buffer has no position; resuming after the cursor in {}",
+                "the buffer has no position (new, deleted or set aside); reading again from the \
+                 restart point in {}, before the entries it had not written to Parquet (those \
+                 written already are merged without duplicates)",
+                state_file.display()
+            );
+            Ok(Some(r))
+        }
+        (None, Ok(Some(SavedState { cursor, .. }))) => {
+            log::warn!(
+                "the buffer has no position (new, deleted or set aside); resuming after the \
+                 cursor in {} (the buffer had written everything to Parquet)",
                 state_file.display()
             );
             Ok(Some(Position::After(cursor)))
@@ -195,6 +211,9 @@ struct Collector {
     buffered_rows: u64,
     committed_total: u64,
     last_status: Option<Instant>,
+    /// Where to read again if the buffer is lost: the position before the oldest commit with
+    /// rows still in the buffer (None: no rows, the committed position will do).
+    restart: Option<Position>,
     /// A refresh was skipped (rate limit): the main loop sends it when due, so that STATUS=
     /// never stays behind after the last commit of a burst.
     status_stale: bool,
@@ -212,6 +231,7 @@ impl Collector {
     /// Commits the batch in hand (possibly empty) with the position and watermark, then mirrors
     /// the position to the state file.
     fn commit(&mut self) -> Result<()> {
+        let before = self.state.position.clone();
         if let Some(c) = &self.reader.last_cursor {
             self.state.position = Position::After(c.clone());
         }
@@ -219,18 +239,35 @@ impl Collector {
             .caught_up_at
             .map(|t| t - WATERMARK_GRACE.as_micros() as i64)
             .or(self.state.watermark_usec);
-        let rows = (!self.batch.is_empty()).then(|| self.batch.take());
+        let rows = (!self.batch.is_empty()).then(|| {
+            self.state.last_commit += 1;
+            self.batch.take(self.state.last_commit)
+        });
         let n = rows.as_ref().map_or(0, |r| r.num_rows() as u64);
         let state = self.state.clone();
         let started = Instant::now();
-        self.buffer().commit(rows, &state)?;
+        self.buffer().commit(rows, &state, &before)?;
+        // The restart point only moves when the buffer was empty: older rows keep theirs.
+        if self.buffered_rows == 0 {
+            self.restart = (n > 0).then_some(before);
+        }
         self.buffered_rows += n;
         self.committed_total += n;
         self.pending_since = None;
-        if let Position::After(c) = &state.position {
-            write_state_file(&self.settings.state_file(), c)?;
-        }
+        self.save_state_file()?;
         log::debug!("committed {n} entries in {:?}", started.elapsed());
+        Ok(())
+    }
+
+    /// Mirrors the committed position, and the restart point, into the state file.
+    fn save_state_file(&self) -> Result<()> {
+        if let Position::After(c) = &self.state.position {
+            let saved = SavedState {
+                cursor: c.clone(),
+                restart: self.restart.clone().filter(|r| r != &self.state.position),
+            };
+            write_state_file(&self.settings.state_file(), &saved)?;
+        }
         Ok(())
     }
 
@@ -280,7 +317,7 @@ impl Collector {
                 "dropped {} uncommitted entries to be read again",
                 self.batch.len()
             );
-            drop(self.batch.take());
+            drop(self.batch.take(0));
             self.rewind()?;
             // The watermark must not cover rows that are no longer in the buffer.
             let cap = oldest + WATERMARK_GRACE.as_micros() as i64;
@@ -391,7 +428,8 @@ impl Collector {
             Err(e) => log::error!("{e:#}"),
         }
         self.buffered_rows = self.buffer().row_count()?;
-        Ok(())
+        self.restart = self.buffer().restart_point()?;
+        self.save_state_file()
     }
 
     /// Reopens the buffer after a hand-off, waiting as long as someone else holds it.
@@ -406,8 +444,11 @@ impl Collector {
                 .and_then(Buffer::without_checkpoint_on_close)
             {
                 Ok(b) => {
+                    // jp-flush deleted rows: the restart point may have moved on.
                     self.buffered_rows = b.row_count()?;
+                    self.restart = b.restart_point()?;
                     self.buffer = Some(b);
+                    self.save_state_file()?;
                     return Ok(true);
                 }
                 Err(e) if crate::buffer::is_lock_conflict(&e) => {
@@ -518,18 +559,36 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         .context("cannot use the state directory")?;
     let _lock = lock_state_dir(&settings.state_dir)?;
     let buffer_path = settings.buffer_path();
-    let buffer = Buffer::open_waiting(
-        &buffer_path,
-        &settings,
-        Instant::now() + Duration::from_secs(60),
-    )
-    .and_then(Buffer::without_checkpoint_on_close)?;
+    let open = || {
+        Buffer::open_waiting(
+            &buffer_path,
+            &settings,
+            Instant::now() + Duration::from_secs(60),
+        )
+        .and_then(Buffer::without_checkpoint_on_close)
+    };
+    let buffer = match open() {
+        Err(e) if crate::buffer::is_damaged(&e) => {
+            // Its rows not yet in Parquet are read again from the journal, from the restart
+            // point in the state file; rows already written are merged without duplicates.
+            let aside = crate::buffer::set_aside(&buffer_path)?;
+            log::error!(
+                "{e:#}: the buffer is damaged; kept it as {} and started a new one from the \
+                 restart point in {}",
+                aside.display(),
+                settings.state_file().display()
+            );
+            open()?
+        }
+        other => other?,
+    };
     let stored = buffer.collector_state()?;
     let position = reconcile(stored.as_ref(), &settings.state_file())?;
     let mut state = stored.unwrap_or(CollectorState {
         position: Position::Head,
         watermark_usec: None,
         gaps_total: 0,
+        last_commit: 0,
     });
 
     if let Source::Directory(dir) = &settings.source {
@@ -555,6 +614,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         &mut state.gaps_total,
     )?;
     let buffered_rows = buffer.row_count()?;
+    let restart = buffer.restart_point()?;
     let mut collector = Collector {
         settings,
         buffer: Some(buffer),
@@ -566,6 +626,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         buffered_rows,
         committed_total: 0,
         last_status: None,
+        restart,
         status_stale: false,
         longest_pause: Duration::ZERO,
         last_discard: None,

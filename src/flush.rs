@@ -17,7 +17,7 @@ use duckdb::params;
 use crate::buffer::Buffer;
 use crate::config::{FlushArgs, Settings};
 use crate::layout::{make_private_dir, minute_file, sync_dir};
-use crate::row::{BUFFER_ONLY_COLUMN, COLUMNS};
+use crate::row::{BUFFER_ONLY_COLUMNS, COLUMNS};
 use crate::{handoff, service};
 
 const MINUTE_USEC: i64 = 60_000_000;
@@ -78,7 +78,7 @@ fn quote(text: &str) -> String {
 fn select_list() -> String {
     COLUMNS
         .iter()
-        .filter(|(name, _, _)| *name != BUFFER_ONLY_COLUMN)
+        .filter(|(name, _, _)| !BUFFER_ONLY_COLUMNS.contains(name))
         .map(|(name, ty, nullable)| {
             let value = format!("CAST(\"{name}\" AS {ty})");
             if *nullable {

@@ -12,6 +12,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use crate::buffer::Position;
+
 /// The parts of a journal cursor (`s=…;i=…;b=…;m=…;t=…;x=…`) that say where an entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorParts {
@@ -68,20 +70,40 @@ pub fn describe_jump(from: &str, to: &str) -> String {
     }
 }
 
+/// What the state file says: the committed position (a mirror of the buffer's), and where to read
+/// again should the buffer be lost (the position before its oldest rows not yet in Parquet;
+/// absent when that is the committed position itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedState {
+    pub cursor: String,
+    pub restart: Option<Position>,
+}
+
+const RESTART_PREFIX: &str = "restart-from ";
+
 /// Reads the state file. `Ok(None)` when it does not exist; an error (naming the file) when it
 /// cannot be read or does not hold a cursor.
-pub fn read_state_file(path: &Path) -> Result<Option<String>> {
+pub fn read_state_file(path: &Path) -> Result<Option<SavedState>> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
     };
     let size = bytes.len();
-    let text = String::from_utf8(bytes)
-        .ok()
-        .map(|t| t.trim().to_owned())
-        .unwrap_or_default();
-    if parse_cursor(&text).is_none() {
+    let text = String::from_utf8(bytes).unwrap_or_default();
+    let mut lines = text.lines().map(str::trim);
+    let cursor = lines.next().unwrap_or("").to_owned();
+    let restart = lines
+        .next()
+        .and_then(|l| l.strip_prefix(RESTART_PREFIX))
+        .map(|r| {
+            if r == "head" {
+                Some(Position::Head)
+            } else {
+                parse_cursor(r).map(|_| Position::After(r.to_owned()))
+            }
+        });
+    if parse_cursor(&cursor).is_none() || restart == Some(None) {
         let what = if size == 0 {
             "it is empty"
         } else {
@@ -97,12 +119,21 @@ pub fn read_state_file(path: &Path) -> Result<Option<String>> {
             }
         );
     }
-    Ok(Some(text))
+    Ok(Some(SavedState {
+        cursor,
+        restart: restart.flatten(),
+    }))
 }
 
 /// Replaces the state file atomically and durably: temp file, fsync, rename, fsync of the dir.
-pub fn write_state_file(path: &Path, cursor: &str) -> Result<()> {
-    write_atomically(path, format!("{cursor}\n").as_bytes(), 0o640)
+pub fn write_state_file(path: &Path, state: &SavedState) -> Result<()> {
+    let mut text = format!("{}\n", state.cursor);
+    match &state.restart {
+        None => {}
+        Some(Position::Head) => text += &format!("{RESTART_PREFIX}head\n"),
+        Some(Position::After(c)) => text += &format!("{RESTART_PREFIX}{c}\n"),
+    }
+    write_atomically(path, text.as_bytes(), 0o640)
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
@@ -168,8 +199,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cursor");
         assert_eq!(read_state_file(&path).unwrap(), None);
-        write_state_file(&path, CURSOR).unwrap();
-        assert_eq!(read_state_file(&path).unwrap().as_deref(), Some(CURSOR));
+        for restart in [
+            None,
+            Some(Position::Head),
+            Some(Position::After(CURSOR.into())),
+        ] {
+            let state = SavedState {
+                cursor: CURSOR.into(),
+                restart,
+            };
+            write_state_file(&path, &state).unwrap();
+            assert_eq!(read_state_file(&path).unwrap(), Some(state));
+        }
+        fs::write(&path, format!("{CURSOR}\nrestart-from nonsense\n")).unwrap();
+        assert!(read_state_file(&path).is_err());
         fs::write(&path, b"\xff\x00garbage").unwrap();
         let err = format!("{:#}", read_state_file(&path).unwrap_err());
         assert!(err.contains(&path.display().to_string()), "{err}");

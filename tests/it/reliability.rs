@@ -546,14 +546,16 @@ fn journald_restart_rotation_and_new_files_lose_and_repeat_nothing() {
     send(&journald, "after restart");
     journald.rotate();
     send(&journald, "after rotation");
-    // A file from another source (journal-remote style), newer than everything so far.
+    // A file from another source (journal-remote style), newer than everything read so far and
+    // older than what journald writes next: sd-journal's merged view would skip entries of one
+    // source that are older than where it stands in another (see Known limitations).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros() as u64;
     let added: Vec<RawEntry> = (0..300)
         .map(|i| RawEntry {
-            realtime_usec: now + 1_000_000 + i,
+            realtime_usec: now + i,
             fields: vec![
                 ("MESSAGE".into(), format!("added file {i}").into_bytes()),
                 ("_HOSTNAME".into(), b"added-host".to_vec()),
@@ -569,6 +571,7 @@ fn journald_restart_rotation_and_new_files_lose_and_repeat_nothing() {
         journald.dir.join("remote-added.journal"),
     )
     .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     send(&journald, "after the new file");
     eventually(Duration::from_secs(30), "everything in the buffer", || {
         let m = t.messages();
@@ -635,7 +638,8 @@ fn damaged_state_file_is_named_and_the_buffer_position_wins() {
     let other_machine = good
         .replace(&good[2..34], "0123456789abcdef0123456789abcdef")
         .replace("i=", "i=1");
-    let damages: [(&str, Box<dyn Fn()>); 5] = [
+    type Damage<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let damages: [Damage; 5] = [
         (
             "empty",
             Box::new(|| std::fs::write(&state_file, b"").unwrap()),
@@ -692,5 +696,62 @@ fn damaged_state_file_is_named_and_the_buffer_position_wins() {
             let now = std::fs::read_to_string(&state_file).unwrap();
             assert!(now.starts_with("s="), "{what}: rewritten: {now:?}");
         }
+    }
+}
+
+/// Guards the recovery from a lost buffer: damaged (its header overwritten) or deleted, with
+/// entries in it not yet written to Parquet. The damaged file is kept aside under a name that
+/// says so, a new buffer starts from the state file's restart point, and the Parquet tree ends up
+/// with every entry the journal holds exactly once.
+#[test]
+fn damaged_or_deleted_buffer_is_replaced_and_nothing_is_lost() {
+    for damage in ["damaged", "deleted"] {
+        let journald = Journald::start();
+        let t = TestDir::new();
+        let dir = journald.dir.to_str().unwrap().to_owned();
+        let batch = |what: &str| {
+            for i in 0..300 {
+                journald.send_message(&format!("{what}-{i}"));
+            }
+            journald.wait_written(&format!("{what}-299"));
+        };
+        batch("flushed");
+        run_ok(&mut t.collector(&["--directory", &dir, "--from-head", "--once"]));
+        final_flush(&t);
+        batch("buffered");
+        run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
+        assert_eq!(t.query_u64("SELECT count(*) FROM journal_logs"), 300);
+
+        let buffer = t.state().join("buffer.duckdb");
+        if damage == "damaged" {
+            use std::io::{Seek, Write};
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&buffer)
+                .unwrap();
+            f.seek(std::io::SeekFrom::Start(0)).unwrap();
+            f.write_all(&[0x5a; 16384]).unwrap();
+        } else {
+            std::fs::remove_file(&buffer).unwrap();
+            let _ = std::fs::remove_file(t.state().join("buffer.duckdb.wal"));
+        }
+        batch("after");
+        let out = run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
+        let err = stderr(&out);
+        eprintln!("{damage}: {}", err.trim());
+        assert!(err.contains("restart point"), "{damage}: {err}");
+        let aside = files_ending(&t.state(), "")
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("buffer.duckdb.damaged-"))
+            .count();
+        if damage == "damaged" {
+            assert!(err.contains("kept it as"), "{err}");
+            assert!(aside >= 1, "the damaged buffer is kept aside");
+        } else {
+            assert_eq!(aside, 0);
+        }
+        final_flush(&t);
+        let n = assert_exactly_once(&journal_cursors(&journald.dir), &parquet_cursors(&t.data()));
+        eprintln!("buffer {damage} with 300 entries not yet flushed: 0 lost, 0 duplicated of {n}");
     }
 }
