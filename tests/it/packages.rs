@@ -537,6 +537,17 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
         assert!(allowed, "{} has mode {mode:o}", entry.display());
     }
 
+    // Nothing of the service user's anywhere but its state directory (the sandbox makes the rest
+    // read-only; this checks that it holds).
+    let outside = guest.ok(
+        "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /var/lib/journal-parquet \\) \
+         -prune -o -uid $(id -u journal-parquet) -print",
+    );
+    assert_eq!(
+        outside, "",
+        "files of journal-parquet outside its state directory"
+    );
+
     // The timer is active and its runs succeeded.
     assert_eq!(
         guest.ok("systemctl is-active jp-flush.timer").trim(),
