@@ -16,10 +16,11 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::buffer::{Buffer, CollectorState, Position};
 use crate::config::{CollectorArgs, Settings};
 use crate::handoff::{Listener, Peer};
-use crate::journal::{Journal, Source};
-use crate::position::{describe_jump, parse_cursor, read_state_file, write_state_file, SavedState};
+use crate::journal::Source;
+use crate::position::{parse_cursor, read_state_file, write_state_file, SavedState};
 use crate::row::{Batch, EntryMeta, Fields};
 use crate::service;
+use crate::streams::Streams;
 
 /// Entries stamped this long before the moment the journal was last found caught up may be
 /// considered complete: journald stamps an entry and writes it in one step.
@@ -33,11 +34,8 @@ const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 /// Reads entries from the journal, remembering where it is.
 struct Reader {
-    journal: Journal,
+    journal: Streams,
     fields: Fields,
-    /// The journal is positioned on an entry not yet read (after a gap was found on resume).
-    unread_current: bool,
-    last_cursor: Option<String>,
     newest_usec: Option<u64>,
     corrupt_entries: u64,
 }
@@ -64,9 +62,7 @@ impl Reader {
             if n.is_multiple_of(256) && Instant::now() >= until {
                 return Ok(Fill::More);
             }
-            if self.unread_current {
-                self.unread_current = false;
-            } else if !self.journal.step_forward()? {
+            if !self.journal.step_forward()? {
                 return Ok(Fill::CaughtUp);
             }
             self.read_current(batch)?;
@@ -74,12 +70,13 @@ impl Reader {
     }
 
     fn read_current(&mut self, batch: &mut Batch) -> Result<()> {
-        let cursor = self.journal.cursor()?;
-        let realtime_usec = self.journal.realtime_usec()?;
-        let (monotonic_usec, boot_id) = self.journal.monotonic_usec()?;
+        let journal = self.journal.current();
+        let cursor = journal.cursor()?;
+        let realtime_usec = journal.realtime_usec()?;
+        let (monotonic_usec, boot_id) = journal.monotonic_usec()?;
         self.fields.clear();
         let fields = &mut self.fields;
-        let unreadable = self.journal.for_each_field(|data| fields.push(data))?;
+        let unreadable = journal.for_each_field(|data| fields.push(data))?;
         if unreadable > 0 {
             self.corrupt_entries += 1;
             log::warn!(
@@ -98,7 +95,7 @@ impl Reader {
             &self.fields,
         );
         self.newest_usec = Some(realtime_usec);
-        self.last_cursor = Some(cursor);
+        self.journal.mark_read(cursor);
         Ok(())
     }
 }
@@ -232,8 +229,8 @@ impl Collector {
     /// the position to the state file.
     fn commit(&mut self) -> Result<()> {
         let before = self.state.position.clone();
-        if let Some(c) = &self.reader.last_cursor {
-            self.state.position = Position::After(c.clone());
+        if let Some(c) = self.reader.journal.position() {
+            self.state.position = Position::After(c);
         }
         self.state.watermark_usec = self
             .caught_up_at
@@ -392,18 +389,11 @@ impl Collector {
 
     /// Moves the reader back to the committed position, forgetting what was read since.
     fn rewind(&mut self) -> Result<()> {
-        let journal = &mut self.reader.journal;
-        self.reader.unread_current = match &self.state.position {
-            Position::Head => {
-                journal.seek_head()?;
-                self.reader.last_cursor = None;
-                false
-            }
-            Position::After(c) => {
-                self.reader.last_cursor = Some(c.clone());
-                seek_after(journal, c, &mut self.state.gaps_total)?
-            }
-        };
+        self.reader.journal.position_at(
+            Some(&self.state.position),
+            false,
+            &mut self.state.gaps_total,
+        )?;
         Ok(())
     }
 
@@ -473,78 +463,6 @@ enum HandOff {
     Stop,
 }
 
-/// Positions the journal right after the entry `cursor` names. Returns true when that entry is
-/// gone (a gap, logged and counted) and the journal now stands on the first entry not yet read.
-fn seek_after(journal: &mut Journal, cursor: &str, gaps: &mut u64) -> Result<bool> {
-    journal.seek_cursor(cursor)?;
-    if !journal.step_forward()? {
-        log::warn!(
-            "the saved position is not in {} and nothing follows it; reading new entries as \
-             they come",
-            journal.source()
-        );
-        return Ok(false);
-    }
-    if journal.test_cursor(cursor)? {
-        return Ok(false);
-    }
-    // The saved entry is gone (vacuumed, rotated away, or another journal): the entry we landed
-    // on is the first one not read yet.
-    let landed = journal.cursor()?;
-    *gaps += 1;
-    log::warn!(
-        "the saved position is no longer in {} (vacuumed?): resuming at the oldest entry after \
-         it; {} (saved {cursor}, now at {landed})",
-        journal.source(),
-        describe_jump(cursor, &landed)
-    );
-    Ok(true)
-}
-
-/// Positions the journal for reading; returns the reader, and the position to commit at once
-/// when this is a first start (so that a crash before the first entry does not move the start).
-fn position_journal(
-    mut journal: Journal,
-    position: Option<&Position>,
-    from_head: bool,
-    gaps: &mut u64,
-) -> Result<(Reader, Option<Position>)> {
-    let mut unread_current = false;
-    let mut fresh = None;
-    match position {
-        None if from_head => {
-            journal.seek_head()?;
-            fresh = Some(Position::Head);
-        }
-        None => {
-            journal.seek_tail()?;
-            // Step onto the last entry: reading goes on after it, and its cursor is the start.
-            fresh = Some(match journal.step_back()? {
-                true => Position::After(journal.cursor()?),
-                false => Position::Head,
-            });
-        }
-        Some(Position::Head) => journal.seek_head()?,
-        Some(Position::After(cursor)) => unread_current = seek_after(&mut journal, cursor, gaps)?,
-    }
-    let last_cursor = match (&fresh, position) {
-        (Some(Position::After(c)), _) => Some(c.clone()),
-        (_, Some(Position::After(c))) => Some(c.clone()),
-        _ => None,
-    };
-    Ok((
-        Reader {
-            journal,
-            fields: Fields::default(),
-            unread_current,
-            last_cursor,
-            newest_usec: None,
-            corrupt_entries: 0,
-        },
-        fresh,
-    ))
-}
-
 /// Runs the collector until SIGTERM/SIGINT (or, with `--once`, until caught up).
 pub fn run(args: &CollectorArgs) -> Result<()> {
     let settings =
@@ -599,7 +517,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
             );
         }
     }
-    let journal = Journal::open(&settings.source)?;
+    let mut journal = Streams::open(&settings.source)?;
     if !journal.has_files() {
         log::warn!(
             "nothing readable in {} (yet): check that the directory holds .journal files, or \
@@ -607,12 +525,13 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
             settings.source
         );
     }
-    let (reader, fresh) = position_journal(
+    let fresh = journal.position_at(position.as_ref(), args.from_head, &mut state.gaps_total)?;
+    let reader = Reader {
         journal,
-        position.as_ref(),
-        args.from_head,
-        &mut state.gaps_total,
-    )?;
+        fields: Fields::default(),
+        newest_usec: None,
+        corrupt_entries: 0,
+    };
     let buffered_rows = buffer.row_count()?;
     let restart = buffer.restart_point()?;
     let mut collector = Collector {
@@ -740,18 +659,23 @@ fn main_loop(
                     .unwrap_or(0);
                 t = t.min(Duration::from_micros(abs.saturating_sub(now)));
             }
+            if let Some(scan) = c.reader.journal.rescan_in() {
+                t = t.min(scan);
+            }
             t
         } else {
             Duration::ZERO
         };
-        let (jfd, jevents) = c.reader.journal.poll_fd()?;
-        // The fd stays open as long as the journal does.
-        let jfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(jfd) };
-        let mut fds = [
+        let journal_fds = c.reader.journal.poll_fds()?;
+        let mut fds = vec![
             PollFd::new(signals.fd(), PollFlags::POLLIN),
             PollFd::new(listener.fd(), PollFlags::POLLIN),
-            PollFd::new(jfd, PollFlags::from_bits_truncate(jevents)),
         ];
+        for (fd, events) in &journal_fds {
+            // The fds stay open as long as their journals do, which outlive this iteration.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+            fds.push(PollFd::new(fd, PollFlags::from_bits_truncate(*events)));
+        }
         let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
             .unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
@@ -761,7 +685,8 @@ fn main_loop(
         }
         let signalled = fds[0].any().unwrap_or(false);
         let asked = fds[1].any().unwrap_or(false);
-        let journal_woke = fds[2].any().unwrap_or(false);
+        let journal_woke = fds[2..].iter().any(|f| f.any().unwrap_or(false));
+        drop(fds);
 
         if let Some(w) = watchdog {
             if last_ping.elapsed() >= w {
@@ -789,6 +714,9 @@ fn main_loop(
         }
         if journal_woke || caught_up {
             c.reader.journal.process()?;
+        }
+        if caught_up {
+            c.reader.journal.rescan(&mut c.state.gaps_total)?;
         }
     }
 }

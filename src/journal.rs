@@ -79,6 +79,32 @@ impl Journal {
         Ok(journal)
     }
 
+    /// Opens exactly these journal files (one sequence-number stream of a directory, see
+    /// `streams`). `source` names them in messages.
+    pub fn open_files(source: &Source, files: &[PathBuf]) -> Result<Journal> {
+        let paths = files
+            .iter()
+            .map(|f| path_cstring(f))
+            .collect::<Result<Vec<CString>>>()?;
+        let mut pointers: Vec<*const libc::c_char> = paths.iter().map(|p| p.as_ptr()).collect();
+        pointers.push(std::ptr::null());
+        let mut handle = std::ptr::null_mut();
+        let r = unsafe { ffi::sd_journal_open_files(&mut handle, pointers.as_ptr(), 0) };
+        if r < 0 {
+            bail!("failed to open {source}: {}", errno_text(r));
+        }
+        let journal = Journal {
+            handle,
+            source: source.clone(),
+        };
+        journal.check(
+            unsafe { ffi::sd_journal_set_data_threshold(handle, 0) },
+            "set the data threshold of",
+        )?;
+        journal.poll_fd()?;
+        Ok(journal)
+    }
+
     fn check(&self, r: i32, action: &str) -> Result<i32> {
         if r < 0 {
             bail!("failed to {action} {}: {}", self.source, errno_text(r));
@@ -229,4 +255,22 @@ pub fn id128_hex(id: &[u8; 16]) -> String {
         s.push(HEX[(b & 0xf) as usize] as char);
     }
     s
+}
+
+/// The sequence-number ID in a journal file's header (lower-case hex, as in cursors' `s=`), or
+/// None when the file is not a journal file (or cannot be read yet).
+pub fn file_seqnum_id(path: &Path) -> Option<String> {
+    use std::io::Read;
+    // Header: signature[8] "LPKSHHRH", flags 2×4, state 1, reserved 7, file_id, machine_id,
+    // tail_entry_boot_id (16 each), then seqnum_id at offset 72.
+    let mut header = [0u8; 88];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    if &header[..8] != b"LPKSHHRH" {
+        return None;
+    }
+    let id: [u8; 16] = header[72..88].try_into().ok()?;
+    Some(id128_hex(&id))
 }

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod position;
 pub mod row;
 pub mod service;
+pub mod streams;
 
 use std::process::ExitCode;
 

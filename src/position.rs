@@ -93,6 +93,8 @@ pub fn read_state_file(path: &Path) -> Result<Option<SavedState>> {
     let text = String::from_utf8(bytes).unwrap_or_default();
     let mut lines = text.lines().map(str::trim);
     let cursor = lines.next().unwrap_or("").to_owned();
+    // A `--directory` source has one cursor per stream, space-separated (see `streams`).
+    let valid = |text: &str| !text.is_empty() && text.split(' ').all(|c| parse_cursor(c).is_some());
     let restart = lines
         .next()
         .and_then(|l| l.strip_prefix(RESTART_PREFIX))
@@ -100,10 +102,10 @@ pub fn read_state_file(path: &Path) -> Result<Option<SavedState>> {
             if r == "head" {
                 Some(Position::Head)
             } else {
-                parse_cursor(r).map(|_| Position::After(r.to_owned()))
+                valid(r).then(|| Position::After(r.to_owned()))
             }
         });
-    if parse_cursor(&cursor).is_none() || restart == Some(None) {
+    if !valid(&cursor) || restart == Some(None) {
         let what = if size == 0 {
             "it is empty"
         } else {
