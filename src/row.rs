@@ -213,8 +213,11 @@ fn push_json_value(out: &mut String, value: &[u8]) {
 /// Encodes an entry the way `journalctl -o json --all` does: the four address fields first, then
 /// one key per field name (in order of first appearance) whose value is a string for printable
 /// UTF-8, an array of byte values otherwise, and an array of such values for a repeated name.
-/// Field names that are not UTF-8 (impossible from journald, possible in foreign files) are
-/// written with U+FFFD in place of the bad bytes. `boot_hex` is `meta.boot_id` in hex.
+/// Field names are written as they are when they are UTF-8 without a `%` (every name journald
+/// accepts: `[A-Z0-9_]`); any other name (possible in files written by other tools) is written
+/// percent-encoded, every byte outside `[A-Za-z0-9_]` as `%XX`, so that no name is lost or
+/// merged with another: a key with a `%` is an encoded one (`field_name_key`).
+/// `boot_hex` is `meta.boot_id` in hex.
 pub fn encode_json(meta: &EntryMeta, boot_hex: &str, fields: &Fields, out: &mut String) {
     out.clear();
     out.push_str("{\"__CURSOR\":");
@@ -253,7 +256,7 @@ pub fn encode_json(meta: &EntryMeta, boot_hex: &str, fields: &Fields, out: &mut 
     }
     for (name, idx) in &names {
         out.push(',');
-        push_json_string(out, &String::from_utf8_lossy(name));
+        push_json_string(out, &field_name_key(name));
         out.push(':');
         if idx.len() == 1 {
             push_json_value(out, all[idx[0]].1);
@@ -269,6 +272,25 @@ pub fn encode_json(meta: &EntryMeta, boot_hex: &str, fields: &Fields, out: &mut 
         }
     }
     out.push('}');
+}
+
+/// The JSON key for a field name: the name itself when it is UTF-8 without `%`, else the name
+/// percent-encoded (reversible: decode the `%XX` of any key that has a `%`).
+pub fn field_name_key(name: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(name) {
+        Ok(text) if !text.contains('%') => std::borrow::Cow::Borrowed(text),
+        _ => {
+            let mut key = String::with_capacity(name.len() * 3);
+            for &b in name {
+                if b.is_ascii_alphanumeric() || b == b'_' {
+                    key.push(b as char);
+                } else {
+                    key.push_str(&format!("%{b:02X}"));
+                }
+            }
+            std::borrow::Cow::Owned(key)
+        }
+    }
 }
 
 fn as_text(value: Option<&[u8]>) -> Option<&str> {
@@ -479,6 +501,18 @@ mod tests {
             f.push(i);
         }
         f
+    }
+
+    #[test]
+    fn field_names_that_are_not_utf8_are_encoded_reversibly() {
+        assert_eq!(field_name_key(b"MESSAGE"), "MESSAGE");
+        assert_eq!(field_name_key("h\u{e9}llo".as_bytes()), "h\u{e9}llo");
+        assert_eq!(field_name_key(b"X\xffAME"), "X%FFAME");
+        // A literal % is encoded too, so "X%FFAME" as a name cannot pass for the one above.
+        assert_eq!(field_name_key(b"X%FFAME"), "X%25FFAME");
+        assert_eq!(field_name_key(b"a\xfe b"), "a%FE%20b");
+        // Valid UTF-8 without % stays as it is (JSON escapes what it must).
+        assert_eq!(field_name_key(b"a b\x00"), "a b\u{0}");
     }
 
     fn meta() -> EntryMeta<'static> {

@@ -839,3 +839,45 @@ fn out_of_order_entries_across_files_land_once_in_their_minutes() {
     }
     eprintln!("out of order across files: 0 lost, 0 duplicated of {n}, each in its minute");
 }
+
+/// Guards field names that are not UTF-8, which only files written by other tools can hold
+/// (journald and journal-remote refuse them; here the bytes of a name are changed in the file,
+/// and journalctl then refuses the entry with "Invalid field"): the entry arrives, and the name
+/// is kept, percent-encoded, never replaced by U+FFFD or merged with another.
+#[test]
+fn field_names_that_are_not_utf8_arrive_percent_encoded() {
+    let t = TestDir::new();
+    let journal_dir = t.path().join("journal");
+    std::fs::create_dir(&journal_dir).unwrap();
+    let file = journal_dir.join("foreign.journal");
+    journal_file(
+        &file,
+        &[RawEntry {
+            realtime_usec: 1_709_251_200_000_000,
+            fields: vec![
+                ("MESSAGE".into(), b"odd name".to_vec()),
+                ("XNAMEX".into(), b"value1".to_vec()),
+            ],
+        }],
+    );
+    // The name is stored in its data object ("XNAMEX=value1") and its field object ("XNAMEX").
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mut patched = 0;
+    let mut i = 0;
+    while let Some(at) = bytes[i..].windows(6).position(|w| w == b"XNAMEX") {
+        bytes[i + at + 1] = 0xff;
+        i += at + 6;
+        patched += 1;
+    }
+    assert!(patched >= 1, "the name is in the file");
+    std::fs::write(&file, &bytes).unwrap();
+
+    t.backfill(&journal_dir);
+    run_ok(&mut t.flush(&["--all"]));
+    let rows = parquet_rows(&t.data());
+    assert_eq!(rows.len(), 1);
+    let fields: serde_json::Value =
+        serde_json::from_str(rows[0]["fields"].as_str().unwrap()).unwrap();
+    assert_eq!(fields["X%FFAMEX"], "value1", "{fields}");
+    assert_eq!(fields["MESSAGE"], "odd name");
+}
