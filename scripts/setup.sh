@@ -11,17 +11,21 @@ SUDO=""
 # Build: pkg-config + libsystemd-dev for libsystemd-sys, g++ for DuckDB's bundled C++.
 # Tests: systemd (journald, journalctl), systemd-journal-remote (corpus files), python3 (the
 # corpus generator; venv for pyarrow), bsdutils (logger).
-PACKAGES=(pkg-config libsystemd-dev g++ systemd systemd-journal-remote python3 python3-venv bsdutils)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}" >&2
-  $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
-fi
+# install_missing PACKAGE...: installs those of the Debian packages that are not installed yet.
+install_missing() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+  fi
+}
+install_missing pkg-config libsystemd-dev g++ systemd systemd-journal-remote python3 python3-venv \
+  bsdutils
 
 # A machine whose PID 1 is not systemd (a container, a CI runner) has no journald: start one, so
 # that the collector has a system journal to read and the tests a journald to write to.
@@ -41,16 +45,7 @@ fi
 # it), rpm reads and installs the .rpm, dpkg-deb reads the .deb. Rootfs images are built once per
 # machine into $JP_E2E_CACHE (about a minute each) and reused by every run.
 if [[ ${1:-} == --for-tests ]]; then
-  missing=()
-  for p in systemd-container debootstrap rpm zstd; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  if ((${#missing[@]})); then
-    echo "setup: installing ${missing[*]}" >&2
-    $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
-  fi
+  install_missing systemd-container debootstrap rpm zstd
   for image in bookworm:"" bookworm-rpm:rpm; do
     name=${image%%:*} extra=${image#*:}
     if [[ ! -e $JP_E2E_CACHE/$name.tar.zst ]]; then

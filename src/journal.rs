@@ -64,6 +64,11 @@ impl Journal {
         if r < 0 {
             bail!("failed to open {source}: {}", errno_text(r));
         }
+        Journal::set_up(handle, source)
+    }
+
+    /// Takes over an opened handle and sets it up for reading.
+    fn set_up(handle: *mut ffi::sd_journal, source: &Source) -> Result<Journal> {
         let journal = Journal {
             handle,
             source: source.clone(),
@@ -93,16 +98,7 @@ impl Journal {
         if r < 0 {
             bail!("failed to open {source}: {}", errno_text(r));
         }
-        let journal = Journal {
-            handle,
-            source: source.clone(),
-        };
-        journal.check(
-            unsafe { ffi::sd_journal_set_data_threshold(handle, 0) },
-            "set the data threshold of",
-        )?;
-        journal.poll_fd()?;
-        Ok(journal)
+        Journal::set_up(handle, source)
     }
 
     fn check(&self, r: i32, action: &str) -> Result<i32> {

@@ -21,8 +21,9 @@ use crate::buffer::Position;
 use crate::journal::{file_seqnum_id, Journal, Source};
 use crate::position::describe_jump;
 
-/// How often a directory is looked at for new files and new streams.
-pub const RESCAN_EVERY: Duration = Duration::from_secs(1);
+/// At most how often a directory is looked at again after it changed (a burst of renames is one
+/// rescan).
+pub const RESCAN_EVERY: Duration = Duration::from_millis(200);
 
 pub struct Streams {
     source: Source,
@@ -30,6 +31,10 @@ pub struct Streams {
     /// The stream being read.
     current: usize,
     last_scan: Instant,
+    /// For a directory: a watch for files appearing, renamed or removed in it, and whether one
+    /// was seen since the last scan. Without it a directory would have to be polled.
+    watch: Option<nix::sys::inotify::Inotify>,
+    changed: bool,
 }
 
 struct Stream {
@@ -51,6 +56,8 @@ impl Streams {
             streams: Vec::new(),
             current: 0,
             last_scan: Instant::now(),
+            watch: None,
+            changed: false,
         };
         match source {
             Source::System => streams.streams.push(Stream {
@@ -60,7 +67,21 @@ impl Streams {
                 read: None,
                 unread_current: false,
             }),
-            Source::Directory(_) => {
+            Source::Directory(dir) => {
+                use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+                // Set up before the first scan, so that no file appearing after it is missed.
+                let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+                    .context("failed to create an inotify instance")?;
+                watch
+                    .add_watch(
+                        dir,
+                        AddWatchFlags::IN_CREATE
+                            | AddWatchFlags::IN_MOVED_TO
+                            | AddWatchFlags::IN_MOVED_FROM
+                            | AddWatchFlags::IN_DELETE,
+                    )
+                    .with_context(|| format!("failed to watch {}", dir.display()))?;
+                streams.watch = Some(watch);
                 for (id, files) in streams.scan()? {
                     let journal = Journal::open_files(source, &files)?;
                     streams.streams.push(Stream {
@@ -210,13 +231,32 @@ impl Streams {
 
     /// The descriptors to poll for changes, with their events.
     pub fn poll_fds(&self) -> Result<Vec<(RawFd, i16)>> {
-        self.streams.iter().map(|s| s.journal.poll_fd()).collect()
+        use std::os::fd::{AsFd, AsRawFd};
+        let mut fds: Vec<(RawFd, i16)> = self
+            .streams
+            .iter()
+            .map(|s| s.journal.poll_fd())
+            .collect::<Result<_>>()?;
+        if let Some(w) = &self.watch {
+            fds.push((w.as_fd().as_raw_fd(), libc::POLLIN));
+        }
+        Ok(fds)
     }
 
-    /// Lets libsystemd handle what woke the poll, in every stream.
+    /// Lets libsystemd handle what woke the poll, in every stream, and notes changes to the
+    /// directory.
     pub fn process(&mut self) -> Result<()> {
         for s in &mut self.streams {
             s.journal.process()?;
+        }
+        if let Some(w) = &self.watch {
+            // Non-blocking: EAGAIN once drained.
+            while let Ok(events) = w.read_events() {
+                if events.is_empty() {
+                    break;
+                }
+                self.changed = true;
+            }
         }
         Ok(())
     }
@@ -232,19 +272,20 @@ impl Streams {
         Ok(earliest)
     }
 
-    /// For a directory: how long until the next look for new files.
+    /// For a directory that changed: how long until it is looked at again.
     pub fn rescan_in(&self) -> Option<Duration> {
-        matches!(self.source, Source::Directory(_))
+        self.changed
             .then(|| RESCAN_EVERY.saturating_sub(self.last_scan.elapsed()))
     }
 
-    /// For a directory, once `RESCAN_EVERY`: opens new streams (read from their start) and
-    /// reopens streams whose files changed (rotation, a new file of the same source), each
-    /// positioned right after what it has read.
+    /// For a directory that changed (at most once per `RESCAN_EVERY`): opens new streams (read
+    /// from their start) and reopens streams whose files changed (rotation, a new file of the same
+    /// source), each positioned right after what it has read.
     pub fn rescan(&mut self, gaps: &mut u64) -> Result<()> {
         if self.rescan_in() != Some(Duration::ZERO) {
             return Ok(());
         }
+        self.changed = false;
         self.last_scan = Instant::now();
         let groups = self.scan()?;
         let source = self.source.clone();

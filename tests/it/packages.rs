@@ -388,14 +388,7 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
     guest.put(&deb, "/root/journal-parquet.deb");
     guest.ok("dpkg -i /root/journal-parquet.deb");
     guest.ok("systemctl enable --now journal-parquet.service");
-    assert_eq!(
-        guest.ok("systemctl is-enabled journal-parquet.service jp-flush.timer"),
-        "enabled\nenabled\n"
-    );
-    assert_eq!(
-        guest.ok("systemctl is-active journal-parquet.service jp-flush.timer"),
-        "active\nactive\n"
-    );
+    assert_enabled_and_active(&guest);
 
     // Markers written every 10 ms by a background loop while the collector is restarted: some
     // land while it is stopped, some while it starts.
@@ -596,14 +589,7 @@ fn rpm_installs_starts_and_erases_in_a_real_systemd() {
     guest.put(&rpm, "/root/journal-parquet.rpm");
     // The rpm database of a Debian system is empty: --nodeps, or even /bin/sh is "missing".
     guest.ok("rpm -i --nodeps /root/journal-parquet.rpm");
-    assert_eq!(
-        guest.ok("systemctl is-enabled journal-parquet.service jp-flush.timer"),
-        "enabled\nenabled\n"
-    );
-    assert_eq!(
-        guest.ok("systemctl is-active journal-parquet.service jp-flush.timer"),
-        "active\nactive\n"
-    );
+    assert_enabled_and_active(&guest);
     guest.ok("logger -t jp-e2e rpm-marker");
     let end = Instant::now() + Duration::from_secs(30);
     loop {
@@ -620,6 +606,18 @@ fn rpm_installs_starts_and_erases_in_a_real_systemd() {
     assert_eq!(
         guest.ok("find /etc/systemd/system -name 'journal-parquet*' -o -name 'jp-flush*'"),
         ""
+    );
+}
+
+/// The collector and its timer are enabled and running.
+fn assert_enabled_and_active(guest: &Guest) {
+    assert_eq!(
+        guest.ok("systemctl is-enabled journal-parquet.service jp-flush.timer"),
+        "enabled\nenabled\n"
+    );
+    assert_eq!(
+        guest.ok("systemctl is-active journal-parquet.service jp-flush.timer"),
+        "active\nactive\n"
     );
 }
 
