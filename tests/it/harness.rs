@@ -482,28 +482,37 @@ fn generate_corpus(dir: &Path, args: &[&str]) {
     );
 }
 
-/// `journalctl --file F -o json --all` for every file in `dir` (file by file: the merged view
-/// skips entries whose timestamps are out of order across files), keyed by cursor.
-pub fn journalctl_json(dir: &Path) -> BTreeMap<String, serde_json::Value> {
-    let mut all = BTreeMap::new();
+/// `journalctl --file F -o json ARGS` for every journal file in `dir`, active or archived, file by
+/// file: the merged view of a directory can skip entries whose timestamps are out of order across
+/// files, and the tests compare against every entry the files hold.
+pub fn journalctl_each_file(dir: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("journal") {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.ends_with(".journal") || name.ends_with(".journal~")) {
             continue;
         }
-        let out = run_ok(Command::new("journalctl").arg("--file").arg(&path).args([
-            "-o",
-            "json",
-            "--all",
-            "--no-pager",
-        ]));
+        let out = run_ok(
+            Command::new("journalctl")
+                .arg("--file")
+                .arg(&path)
+                .args(["-o", "json", "--no-pager"])
+                .args(args),
+        );
         for line in out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
-            let cursor = v["__CURSOR"].as_str().unwrap().to_owned();
-            all.insert(cursor, v);
+            all.push(serde_json::from_slice(line).unwrap());
         }
     }
     all
+}
+
+/// Every entry of the journal files in `dir` as `journalctl -o json --all` prints it, by cursor.
+pub fn journalctl_json(dir: &Path) -> BTreeMap<String, serde_json::Value> {
+    journalctl_each_file(dir, &["--all"])
+        .into_iter()
+        .map(|v| (v["__CURSOR"].as_str().unwrap().to_owned(), v))
+        .collect()
 }
 
 pub fn write_file(path: &Path, text: &str) {

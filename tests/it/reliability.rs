@@ -28,28 +28,12 @@ impl Rng {
     }
 }
 
-/// The cursor of every entry in the journal files in `dir` (file by file: the merged view skips
-/// entries out of order across files).
+/// The cursor of every entry in the journal files in `dir`.
 pub fn journal_cursors(dir: &Path) -> Vec<String> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if !(name.ends_with(".journal") || name.ends_with(".journal~")) {
-            continue;
-        }
-        let out = run_ok(Command::new("journalctl").arg("--file").arg(&path).args([
-            "-o",
-            "json",
-            "--output-fields=_BOOT_ID",
-            "--no-pager",
-        ]));
-        for line in out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
-            all.push(v["__CURSOR"].as_str().unwrap().to_owned());
-        }
-    }
-    all
+    journalctl_each_file(dir, &["--output-fields=_BOOT_ID"])
+        .iter()
+        .map(|v| v["__CURSOR"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The cursor of every row in the Parquet tree under `dir`, read with pyarrow.
