@@ -65,18 +65,6 @@ fn corpus_lands_once_in_its_host_minute_file_with_every_field() {
     }
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        }
-        out.push(p);
-    }
-    out
-}
-
 /// Guards idempotence and the merge of late rows: a second run changes nothing; rows that were
 /// already exported (a run that died between rename and delete) merge without duplicates; new
 /// rows for an exported minute end up in its file.

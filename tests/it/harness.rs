@@ -153,6 +153,21 @@ impl TestDir {
 }
 
 /// Runs a command to completion, with its output captured.
+/// Every path under `dir` (directories after their contents); nothing when `dir` is missing.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// A new `Command` like `cmd` (program, arguments, environment changes), for starting the same
 /// run again and again.
 pub fn same_command(cmd: &Command) -> Command {

@@ -620,18 +620,3 @@ fn assert_enabled_and_active(guest: &Guest) {
         "active\nactive\n"
     );
 }
-
-/// Every path under `dir`, depth first.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            }
-            out.push(p);
-        }
-    }
-    out
-}

@@ -307,18 +307,10 @@ impl Drop for Tmpfs {
 
 /// Every file under `dir` whose name ends with `suffix`.
 fn files_ending(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_ending(&p, suffix));
-            } else if p.to_string_lossy().ends_with(suffix) {
-                out.push(p);
-            }
-        }
-    }
-    out
+    walk(dir)
+        .into_iter()
+        .filter(|p| !p.is_dir() && p.to_string_lossy().ends_with(suffix))
+        .collect()
 }
 
 /// Guards a full data disk: jp-flush fails naming the file it could not write, leaves no partial
