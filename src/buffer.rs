@@ -348,13 +348,7 @@ impl Buffer {
 /// Moves a damaged buffer (and its WAL, which DuckDB would replay into a new file of the same
 /// name) aside as `buffer.duckdb.damaged-UNIXTIME` (`.wal`): kept for inspection, never deleted.
 pub fn set_aside(path: &Path) -> Result<PathBuf> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let aside = PathBuf::from(format!("{}.damaged-{stamp}", path.display()));
-    std::fs::rename(path, &aside)
-        .with_context(|| format!("failed to set the damaged {} aside", path.display()))?;
+    let aside = crate::layout::set_aside(path)?;
     let wal = PathBuf::from(format!("{}.wal", path.display()));
     if wal.exists() {
         let wal_aside = PathBuf::from(format!("{}.wal", aside.display()));

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -241,14 +241,7 @@ fn readable_parquet(conn: &duckdb::Connection, path: &Path) -> Result<bool> {
     match conn.query_row(&probe, [], |r| r.get::<_, i64>(0)) {
         Ok(_) => Ok(true),
         Err(e) => {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let aside = PathBuf::from(format!("{}.damaged-{stamp}", path.display()));
-            fs::rename(path, &aside).with_context(|| {
-                format!("failed to set the unreadable {} aside", path.display())
-            })?;
+            let aside = crate::layout::set_aside(path)?;
             log::warn!(
                 "{} could not be read ({e}); kept it as {} and rewrote the minute from the \
                  buffer's rows",

@@ -111,6 +111,19 @@ pub fn make_private_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("failed to create {}", dir.display()))
 }
 
+/// Renames a damaged file to `NAME.damaged-UNIXTIME` beside it: kept for inspection, out of the
+/// way of a new file of the same name. Returns the new name.
+pub fn set_aside(path: &Path) -> Result<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let aside = PathBuf::from(format!("{}.damaged-{stamp}", path.display()));
+    std::fs::rename(path, &aside)
+        .with_context(|| format!("failed to set the damaged {} aside", path.display()))?;
+    Ok(aside)
+}
+
 /// Makes a rename or a new file in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
