@@ -48,6 +48,19 @@ pub const COLUMNS: &[(&str, &str, bool)] = &[
 /// The buffer columns that are not written to Parquet.
 pub const BUFFER_ONLY_COLUMNS: &[&str] = &["host_dir", "commit_no"];
 
+/// A DuckDB expression of a `journal_logs` or Parquet row that gives the whole entry as
+/// `journalctl -o json --all` prints it: the columns that hold a field exactly, overlaid with
+/// `fields` (which holds every other field, and a promoted field whenever its column does not
+/// hold it exactly). The inner `json_merge_patch` drops the NULL columns. The README shows it.
+pub const WHOLE_ENTRY_SQL: &str = "json_merge_patch(json_merge_patch('{}', json_object(
+    '__CURSOR', cursor, '__REALTIME_TIMESTAMP', epoch_us(timestamp)::VARCHAR,
+    '__MONOTONIC_TIMESTAMP', monotonic_usec::VARCHAR, '_BOOT_ID', boot_id,
+    '_HOSTNAME', hostname, 'MESSAGE', message, 'PRIORITY', priority::VARCHAR,
+    'SYSLOG_IDENTIFIER', syslog_identifier, '_SYSTEMD_UNIT', systemd_unit,
+    '_PID', pid::VARCHAR, '_UID', uid::VARCHAR, '_GID', gid::VARCHAR, '_COMM', comm, '_EXE', exe,
+    '_MACHINE_ID', machine_id, '_TRANSPORT', transport,
+    '_SOURCE_REALTIME_TIMESTAMP', epoch_us(source_timestamp)::VARCHAR)), fields)";
+
 /// Journal fields promoted to typed columns; the slot is the index into `Promoted::first`.
 const PROMOTED: &[&[u8]] = &[
     b"_HOSTNAME",
@@ -210,29 +223,41 @@ fn push_json_value(out: &mut String, value: &[u8]) {
     }
 }
 
-/// Encodes an entry the way `journalctl -o json --all` does: the four address fields first, then
-/// one key per field name (in order of first appearance) whose value is a string for printable
-/// UTF-8, an array of byte values otherwise, and an array of such values for a repeated name.
+/// Encodes the fields of an entry that its columns do not hold exactly (see `Batch::push`), the
+/// way `journalctl -o json --all` encodes them: one key per field name (in order of first
+/// appearance) whose value is a string for printable UTF-8, an array of byte values otherwise, and
+/// an array of such values for a repeated name. The entry's address (`__CURSOR`,
+/// `__MONOTONIC_TIMESTAMP`, the header's `_BOOT_ID`) is always in its columns, never here;
+/// `__REALTIME_TIMESTAMP` is here only when `timestamp` cannot hold it.
 /// Field names are written as they are when they are UTF-8 without a `%` (every name journald
 /// accepts: `[A-Z0-9_]`); any other name (possible in files written by other tools) is written
 /// percent-encoded, every byte outside `[A-Za-z0-9_]` as `%XX`, so that no name is lost or
 /// merged with another: a key with a `%` is an encoded one (`field_name_key`).
-/// `boot_hex` is `meta.boot_id` in hex.
-pub fn encode_json(meta: &EntryMeta, boot_hex: &str, fields: &Fields, out: &mut String) {
+/// `boot_hex` is `meta.boot_id` in hex; `in_columns` lists the names left out.
+pub fn encode_json(
+    meta: &EntryMeta,
+    boot_hex: &str,
+    fields: &Fields,
+    in_columns: &[&[u8]],
+    out: &mut String,
+) {
     out.clear();
-    out.push_str("{\"__CURSOR\":");
-    push_json_string(out, meta.cursor);
-    out.push_str(&format!(
-        ",\"__REALTIME_TIMESTAMP\":\"{}\",\"__MONOTONIC_TIMESTAMP\":\"{}\",\"_BOOT_ID\":\"{boot_hex}\"",
-        meta.realtime_usec, meta.monotonic_usec
-    ));
+    out.push('{');
+    if !realtime_fits(meta.realtime_usec) {
+        out.push_str(&format!(
+            "\"__REALTIME_TIMESTAMP\":\"{}\"",
+            meta.realtime_usec
+        ));
+    }
 
     // Group repeated names, keeping journal order. Entries have ~25 fields, so a linear scan over
     // the distinct names beats hashing; huge entries (thousands of fields) fall back to a map.
     let all: Vec<(&[u8], &[u8])> = fields
         .iter()
-        // journalctl prints _BOOT_ID once, from the entry header; a differing value is kept.
+        // journalctl prints _BOOT_ID once, from the entry header (our `boot_id`); a differing
+        // value is kept.
         .filter(|(n, v)| !(*n == b"_BOOT_ID" && *v == boot_hex.as_bytes()))
+        .filter(|(n, _)| !in_columns.contains(n))
         .collect();
     let mut names: Vec<(&[u8], Vec<usize>)> = Vec::new();
     if all.len() <= 64 {
@@ -255,7 +280,9 @@ pub fn encode_json(meta: &EntryMeta, boot_hex: &str, fields: &Fields, out: &mut 
         }
     }
     for (name, idx) in &names {
-        out.push(',');
+        if out.len() > 1 {
+            out.push(',');
+        }
         push_json_string(out, &field_name_key(name));
         out.push(':');
         if idx.len() == 1 {
@@ -291,6 +318,13 @@ pub fn field_name_key(name: &[u8]) -> std::borrow::Cow<'_, str> {
             std::borrow::Cow::Owned(key)
         }
     }
+}
+
+/// Whether `timestamp` holds an entry's realtime exactly: TIMESTAMP is signed, and its largest
+/// value means infinity. A realtime past year 294247 cannot occur; it saturates, and `fields`
+/// keeps the exact one.
+fn realtime_fits(usec: u64) -> bool {
+    usec < i64::MAX as u64
 }
 
 fn as_text(value: Option<&[u8]>) -> Option<&str> {
@@ -385,44 +419,98 @@ impl Batch {
         self.bytes
     }
 
+    /// Adds one entry. A promoted field that occurs once, with a printable value (what
+    /// journalctl prints as a string) that its column holds exactly, is left out of `fields`:
+    /// the whole entry is `fields` plus those columns (`WHOLE_ENTRY_SQL`). Storing each value
+    /// once halves what is written to the buffer and to Parquet.
     pub fn push(&mut self, meta: &EntryMeta, fields: &Fields) {
         let mut first: [Option<&[u8]>; PROMOTED.len()] = [None; PROMOTED.len()];
+        let mut count = [0u32; PROMOTED.len()];
         for (name, value) in fields.iter() {
+            // Every promoted name starts with '_' or an upper-case letter of "MPS".
+            if !matches!(name.first(), Some(b'_' | b'M' | b'P' | b'S')) {
+                continue;
+            }
             if let Some(slot) = PROMOTED.iter().position(|p| *p == name) {
                 first[slot].get_or_insert(value);
+                count[slot] += 1;
+            }
+        }
+        let text = |slot: usize| as_text(first[slot]);
+        let hostname = text(HOSTNAME);
+        let message = text(MESSAGE);
+        let priority = as_number::<u8>(first[PRIORITY]);
+        let syslog_identifier = text(SYSLOG_IDENTIFIER);
+        let systemd_unit = text(SYSTEMD_UNIT);
+        let pid = as_number::<i32>(first[PID]);
+        let uid = as_number::<i32>(first[UID]);
+        let gid = as_number::<i32>(first[GID]);
+        let comm = text(COMM);
+        let exe = text(EXE);
+        let machine_id = text(MACHINE_ID);
+        let transport = text(TRANSPORT);
+        let source_timestamp = as_number::<u64>(first[SOURCE_REALTIME])
+            .filter(|&u| realtime_fits(u))
+            .map(|u| u as i64);
+
+        // The names whose one value its column holds exactly: a text column holds any UTF-8; a
+        // number column only the number's own spelling ("7", not "07" or "+7").
+        let mut in_columns: [&[u8]; PROMOTED.len()] = [b""; PROMOTED.len()];
+        let mut n_in_columns = 0;
+        for (slot, name) in PROMOTED.iter().enumerate() {
+            let Some(value) = first[slot] else { continue };
+            if count[slot] != 1 || !is_printable(value) {
+                continue;
+            }
+            let spelled = |n: Option<String>| n.is_some_and(|n| n.as_bytes() == value);
+            let exact = match slot {
+                PRIORITY => spelled(priority.map(|n| n.to_string())),
+                PID => spelled(pid.map(|n| n.to_string())),
+                UID => spelled(uid.map(|n| n.to_string())),
+                GID => spelled(gid.map(|n| n.to_string())),
+                SOURCE_REALTIME => spelled(source_timestamp.map(|n| n.to_string())),
+                _ => true,
+            };
+            if exact {
+                in_columns[n_in_columns] = name;
+                n_in_columns += 1;
             }
         }
         let boot_hex = id128_hex(&meta.boot_id);
-        encode_json(meta, &boot_hex, fields, &mut self.json);
+        encode_json(
+            meta,
+            &boot_hex,
+            fields,
+            &in_columns[..n_in_columns],
+            &mut self.json,
+        );
 
-        // TIMESTAMP is signed; a realtime past year 294247 cannot occur, so saturate.
-        let ts = i64::try_from(meta.realtime_usec).unwrap_or(i64::MAX - 1);
+        let ts = if realtime_fits(meta.realtime_usec) {
+            meta.realtime_usec as i64
+        } else {
+            i64::MAX - 1
+        };
         self.timestamp.append_value(ts);
         self.oldest_usec = Some(self.oldest_usec.map_or(ts, |o| o.min(ts)));
         self.minute_key
             .append_value(ts - ts.rem_euclid(MINUTE_USEC));
-        self.hostname.append_option(as_text(first[HOSTNAME]));
+        self.hostname.append_option(hostname);
         self.cursor.append_value(meta.cursor);
         self.fields.append_value(&self.json);
-        self.message.append_option(as_text(first[MESSAGE]));
-        self.priority
-            .append_option(as_number::<u8>(first[PRIORITY]));
-        self.syslog_identifier
-            .append_option(as_text(first[SYSLOG_IDENTIFIER]));
-        self.systemd_unit
-            .append_option(as_text(first[SYSTEMD_UNIT]));
-        self.pid.append_option(as_number::<i32>(first[PID]));
-        self.uid.append_option(as_number::<i32>(first[UID]));
-        self.gid.append_option(as_number::<i32>(first[GID]));
-        self.comm.append_option(as_text(first[COMM]));
-        self.exe.append_option(as_text(first[EXE]));
+        self.message.append_option(message);
+        self.priority.append_option(priority);
+        self.syslog_identifier.append_option(syslog_identifier);
+        self.systemd_unit.append_option(systemd_unit);
+        self.pid.append_option(pid);
+        self.uid.append_option(uid);
+        self.gid.append_option(gid);
+        self.comm.append_option(comm);
+        self.exe.append_option(exe);
         self.boot_id.append_value(&boot_hex);
-        self.machine_id.append_option(as_text(first[MACHINE_ID]));
-        self.transport.append_option(as_text(first[TRANSPORT]));
+        self.machine_id.append_option(machine_id);
+        self.transport.append_option(transport);
         self.monotonic_usec.append_value(meta.monotonic_usec);
-        self.source_timestamp.append_option(
-            as_number::<u64>(first[SOURCE_REALTIME]).and_then(|u| i64::try_from(u).ok()),
-        );
+        self.source_timestamp.append_option(source_timestamp);
         match first[HOSTNAME] {
             None => self.host_dir.append_value(&self.local_host_dir),
             Some(raw) => {
@@ -549,12 +637,81 @@ mod tests {
         ]);
         let mut out = String::new();
         let m = meta();
-        encode_json(&m, &id128_hex(&m.boot_id), &f, &mut out);
+        encode_json(&m, &id128_hex(&m.boot_id), &f, &[], &mut out);
         assert_eq!(
             out,
-            "{\"__CURSOR\":\"s=a;i=1\",\"__REALTIME_TIMESTAMP\":\"1709251200003888\",\
-             \"__MONOTONIC_TIMESTAMP\":\"42\",\"_BOOT_ID\":\"abababababababababababababababab\",\
-             \"MESSAGE\":\"hi \\\"there\\\"\",\"TAG\":[\"a\",\"b\"],\"BIN\":[255,0]}"
+            "{\"MESSAGE\":\"hi \\\"there\\\"\",\"TAG\":[\"a\",\"b\"],\"BIN\":[255,0]}"
+        );
+        encode_json(&m, &id128_hex(&m.boot_id), &f, &[b"MESSAGE"], &mut out);
+        assert_eq!(out, "{\"TAG\":[\"a\",\"b\"],\"BIN\":[255,0]}");
+        // A _BOOT_ID field that differs from the header's stays; a realtime that TIMESTAMP
+        // cannot hold is kept here.
+        let odd = fields(&[b"_BOOT_ID=00"]);
+        let far = EntryMeta {
+            realtime_usec: u64::MAX,
+            ..meta()
+        };
+        encode_json(&far, &id128_hex(&far.boot_id), &odd, &[], &mut out);
+        assert_eq!(
+            out,
+            "{\"__REALTIME_TIMESTAMP\":\"18446744073709551615\",\"_BOOT_ID\":\"00\"}"
+        );
+    }
+
+    /// Guards the size of `fields`: a promoted field is left out exactly when its column holds
+    /// its one value byte for byte, and kept whenever it does not.
+    #[test]
+    fn fields_keep_what_the_columns_do_not_hold_exactly() {
+        let mut b = Batch::new("here".into());
+        let exact = fields(&[
+            b"MESSAGE=hello",
+            b"PRIORITY=6",
+            b"_PID=12",
+            b"_UID=0",
+            b"_HOSTNAME=web-1",
+            b"_SOURCE_REALTIME_TIMESTAMP=1709251200003000",
+            b"_TRANSPORT=journal",
+            b"CODE_LINE=7",
+        ]);
+        let inexact = fields(&[
+            b"MESSAGE=\x1b[31mred", // UTF-8, but journalctl prints it as bytes
+            b"PRIORITY=06",         // not the number's own spelling
+            b"_PID=+12",            // not a number to the column
+            b"_UID=4294967294",     // out of INTEGER's range
+            b"_GID=1",              // repeated
+            b"_GID=2",
+            b"_HOSTNAME=\xff", // not UTF-8
+            b"_SOURCE_REALTIME_TIMESTAMP=18446744073709551615",
+        ]);
+        b.push(&meta(), &exact);
+        b.push(&meta(), &inexact);
+        let rb = b.take(1);
+        use duckdb::arrow::array::AsArray;
+        let json = rb
+            .column(rb.schema().index_of("fields").unwrap())
+            .as_string::<i32>()
+            .clone();
+        assert_eq!(json.value(0), "{\"CODE_LINE\":\"7\"}");
+        let kept: serde_json::Value = serde_json::from_str(json.value(1)).unwrap();
+        let keys: Vec<&str> = kept
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(keys.len(), 7, "{keys:?}");
+        for name in ["MESSAGE", "PRIORITY", "_PID", "_UID", "_GID", "_HOSTNAME"] {
+            assert!(kept.get(name).is_some(), "{name} in {kept}");
+        }
+        assert!(kept.get("_SOURCE_REALTIME_TIMESTAMP").is_some());
+    }
+
+    #[test]
+    fn the_readme_shows_the_whole_entry_sql() {
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(WHOLE_ENTRY_SQL),
+            "README.md must show row::WHOLE_ENTRY_SQL as it is"
         );
     }
 

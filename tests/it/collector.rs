@@ -5,6 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::*;
+use journal_parquet::row::WHOLE_ENTRY_SQL;
 
 /// Guards the tail start and the exactly-once restart: entries from before the first start are
 /// not read, entries after it are, and a restart neither loses nor repeats one.
@@ -102,7 +103,8 @@ fn reads_the_system_journal_by_default() {
 }
 
 /// Guards lossless reading: every entry of a generated corpus (binary values, repeated fields,
-/// 64 KiB messages, two hosts) arrives once, its `fields` equal to journalctl's JSON.
+/// 64 KiB messages, two hosts) arrives once, the whole entry (`fields` and the columns, by
+/// `WHOLE_ENTRY_SQL`) equal to journalctl's JSON.
 #[test]
 fn corpus_arrives_once_with_every_field_equal_to_journalctl() {
     let t = TestDir::new();
@@ -118,7 +120,9 @@ fn corpus_arrives_once_with_every_field_equal_to_journalctl() {
 
     let rows: Vec<(String, String, Option<String>, Option<String>)> = t.with_buffer(|c| {
         let mut st = c
-            .prepare("SELECT cursor, fields::VARCHAR, message, hostname FROM journal_logs")
+            .prepare(&format!(
+                "SELECT cursor, ({WHOLE_ENTRY_SQL})::VARCHAR, message, hostname FROM journal_logs"
+            ))
             .unwrap();
         st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .unwrap()
@@ -134,7 +138,7 @@ fn corpus_arrives_once_with_every_field_equal_to_journalctl() {
         let want = expected
             .get(cursor)
             .unwrap_or_else(|| panic!("{cursor} is not in the corpus"));
-        assert_eq!(&got, want, "fields of {cursor} differ from journalctl's");
+        assert_eq!(&got, want, "entry {cursor} differs from journalctl's");
         match &want["MESSAGE"] {
             serde_json::Value::String(s) => {
                 assert_eq!(message.as_deref(), Some(s.as_str()));

@@ -5,6 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::*;
+use journal_parquet::row::WHOLE_ENTRY_SQL;
 
 fn buffered_rows(t: &TestDir) -> u64 {
     t.query_u64("SELECT count(*) FROM journal_logs")
@@ -37,8 +38,7 @@ fn corpus_lands_once_in_its_host_minute_file_with_every_field() {
         let cursor = row["cursor"].as_str().unwrap();
         assert!(seen.insert(cursor.to_owned()), "{cursor} twice");
         let want = &expected[cursor];
-        let got: serde_json::Value = serde_json::from_str(row["fields"].as_str().unwrap()).unwrap();
-        assert_eq!(&got, want, "fields of {cursor}");
+        assert_eq!(&row["_entry"], want, "entry {cursor}");
         // DATA/HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet of the entry's own UTC minute.
         let usec: i64 = want["__REALTIME_TIMESTAMP"]
             .as_str()
@@ -55,6 +55,25 @@ fn corpus_lands_once_in_its_host_minute_file_with_every_field() {
         assert_eq!(row["timestamp"].as_i64().unwrap(), usec);
     }
     assert_eq!(buffered_rows(&t), 0, "exported rows are deleted");
+
+    // The README's SQL gives the same whole entries, with DuckDB reading the files.
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let mut st = db
+        .prepare(&format!(
+            "SELECT cursor, ({WHOLE_ENTRY_SQL})::VARCHAR FROM read_parquet('{}/**/*.parquet')",
+            data.display()
+        ))
+        .unwrap();
+    let entries: Vec<(String, String)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(entries.len(), expected.len());
+    for (cursor, entry) in &entries {
+        let got: serde_json::Value = serde_json::from_str(entry).unwrap();
+        assert_eq!(&got, &expected[cursor], "WHOLE_ENTRY_SQL of {cursor}");
+    }
 
     // Modes: directories 0750, files 0640.
     use std::os::unix::fs::PermissionsExt;

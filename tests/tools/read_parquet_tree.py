@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Reads every *.parquet file under a directory with pyarrow (a reader that is not ours) and prints
-one JSON object per row: the file (relative path), its Arrow schema, and the row's columns, with
-timestamps as integer microseconds since the epoch. Used by the integration tests."""
+one JSON object per row: the file (relative path), its Arrow schema, the row's columns, with
+timestamps as integer microseconds since the epoch, and `_entry`: the whole entry as
+`journalctl -o json --all` prints it, put together by the README's rule (the columns that hold a
+field, overlaid with `fields`), independently of our code and of DuckDB. Used by the integration
+tests."""
 import json
 import os
 import sys
@@ -12,6 +15,38 @@ try:  # a second reader that is not ours, where installed (scripts/setup.sh --fo
     import polars
 except ImportError:
     polars = None
+
+
+# Column -> the journal field it holds (when `fields` does not override it).
+FIELD_OF_COLUMN = {
+    "cursor": "__CURSOR",
+    "timestamp": "__REALTIME_TIMESTAMP",
+    "monotonic_usec": "__MONOTONIC_TIMESTAMP",
+    "boot_id": "_BOOT_ID",
+    "hostname": "_HOSTNAME",
+    "message": "MESSAGE",
+    "priority": "PRIORITY",
+    "syslog_identifier": "SYSLOG_IDENTIFIER",
+    "systemd_unit": "_SYSTEMD_UNIT",
+    "pid": "_PID",
+    "uid": "_UID",
+    "gid": "_GID",
+    "comm": "_COMM",
+    "exe": "_EXE",
+    "machine_id": "_MACHINE_ID",
+    "transport": "_TRANSPORT",
+    "source_timestamp": "_SOURCE_REALTIME_TIMESTAMP",
+}
+
+
+def whole_entry(row):
+    entry = {
+        field: str(row[column])
+        for column, field in FIELD_OF_COLUMN.items()
+        if row.get(column) is not None
+    }
+    entry.update(json.loads(row["fields"]))
+    return entry
 
 
 def main(root):
@@ -35,6 +70,7 @@ def main(root):
                 columns[field.name] = col.to_pylist()
             for i in range(table.num_rows):
                 row = {k: v[i] for k, v in columns.items()}
+                row["_entry"] = whole_entry(row)
                 row["_file"] = os.path.relpath(path, root)
                 row["_schema"] = schema
                 print(json.dumps(row))
