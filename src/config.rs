@@ -96,7 +96,7 @@ struct FileConfig {
     max_batch_mib: Option<usize>,
     duckdb_memory_limit: Option<String>,
     flush_memory_limit: Option<String>,
-    duckdb_threads: Option<u32>,
+    flush_threads: Option<u32>,
     handoff_timeout_sec: Option<u64>,
     log_level: Option<String>,
     compression: Option<String>,
@@ -116,7 +116,7 @@ pub struct Settings {
     /// DuckDB's memory limit while writing Parquet: sorting and buffering a row group of a busy
     /// minute needs more than appending.
     pub flush_memory_limit: String,
-    pub duckdb_threads: u32,
+    pub flush_threads: u32,
     /// How long jp-flush waits for the buffer before giving up with exit 75.
     pub handoff_timeout: Duration,
     pub log_level: LevelFilter,
@@ -168,7 +168,7 @@ impl Settings {
             "flush_memory_limit = {}\n",
             toml_string(&self.flush_memory_limit)
         );
-        out += &format!("duckdb_threads = {}\n", self.duckdb_threads);
+        out += &format!("flush_threads = {}\n", self.flush_threads);
         out += &format!("handoff_timeout_sec = {}\n", self.handoff_timeout.as_secs());
         out += &format!(
             "log_level = {}\n",
@@ -247,9 +247,10 @@ impl Settings {
         if !valid_memory_limit(&flush_memory_limit) {
             return Err(bad("flush_memory_limit", "must look like 1GB or 512MB").into());
         }
-        let duckdb_threads = file.duckdb_threads.unwrap_or(2);
-        if !(1..=256).contains(&duckdb_threads) {
-            return Err(bad("duckdb_threads", "must be between 1 and 256").into());
+        // Two: this machine class has two cores, and each file written at once holds a row group.
+        let flush_threads = file.flush_threads.unwrap_or(2);
+        if !(1..=256).contains(&flush_threads) {
+            return Err(bad("flush_threads", "must be between 1 and 256").into());
         }
         let handoff_timeout = file.handoff_timeout_sec.unwrap_or(50);
         if !(1..=3600).contains(&handoff_timeout) {
@@ -290,7 +291,7 @@ impl Settings {
             max_batch_bytes: max_batch_mib << 20,
             duckdb_memory_limit,
             flush_memory_limit,
-            duckdb_threads,
+            flush_threads,
             handoff_timeout: Duration::from_secs(handoff_timeout),
             log_level,
             compression,

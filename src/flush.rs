@@ -92,13 +92,13 @@ fn select_list() -> String {
 }
 
 /// Writes every completed minute (all minutes with `all`) and deletes those rows.
-/// Runs with DuckDB tuned for exporting (its own memory limit, one thread: each thread buffers
-/// a row group of its own, and a busy minute's rows are big), and puts the buffer's settings back
+/// Runs with DuckDB tuned for exporting (its own memory limit: sorting and buffering a row group
+/// of a busy minute needs more than appending), and puts the buffer's settings back
 /// afterwards, so that a collector flushing by itself appends as before.
 pub fn export(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Report> {
-    buffer.tune(&settings.flush_memory_limit, 1)?;
+    buffer.tune(&settings.flush_memory_limit)?;
     let report = export_minutes(buffer, settings, all);
-    buffer.tune(&settings.duckdb_memory_limit, settings.duckdb_threads)?;
+    buffer.tune(&settings.duckdb_memory_limit)?;
     report
 }
 
@@ -122,23 +122,68 @@ fn export_minutes(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Rep
         rows.collect::<duckdb::Result<_>>()
             .with_context(|| format!("failed to list minutes in {}", buffer.path().display()))?
     };
-    let mut report = Report::default();
-    for (host_dir, minute) in groups {
-        let started = Instant::now();
-        let (rows, merged) = export_minute(buffer, settings, &host_dir, minute)?;
-        report.files_written += 1;
-        report.files_merged += merged as usize;
-        report.rows_exported += rows;
-        log::debug!(
-            "{}: {rows} entries in {:?}{}",
-            minute_file(&settings.data_dir, &host_dir, minute).display(),
-            started.elapsed(),
-            if merged {
-                " (merged into the existing file)"
-            } else {
-                ""
+    // Minute files are independent (each written, renamed and its rows deleted on its own), so
+    // `flush_threads` of them are written at once, each on a connection of its own (DuckDB runs
+    // a query on one thread here): one core a file, with the memory of one row group each.
+    let buffer_path = buffer.path();
+    let workers = (settings.flush_threads as usize).clamp(1, groups.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let work = |conn: &duckdb::Connection| -> Result<Report> {
+        let mut report = Report::default();
+        loop {
+            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(report);
             }
-        );
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((host_dir, minute)) = groups.get(i) else {
+                return Ok(report);
+            };
+            let started = Instant::now();
+            let exported = export_minute(conn, buffer_path, settings, host_dir, *minute);
+            let Ok((rows, merged)) = exported else {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                return exported.map(|_| report);
+            };
+            report.files_written += 1;
+            report.files_merged += merged as usize;
+            report.rows_exported += rows;
+            log::debug!(
+                "{}: {rows} entries in {:?}{}",
+                minute_file(&settings.data_dir, host_dir, *minute).display(),
+                started.elapsed(),
+                if merged {
+                    " (merged into the existing file)"
+                } else {
+                    ""
+                }
+            );
+        }
+    };
+    let results: Vec<Result<Report>> = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for _ in 1..workers {
+            let conn = conn
+                .try_clone()
+                .with_context(|| format!("failed to connect to {}", buffer.path().display()))?;
+            let work = &work;
+            handles.push(scope.spawn(move || work(&conn)));
+        }
+        let mut results = vec![work(conn)];
+        for h in handles {
+            results.push(
+                h.join()
+                    .unwrap_or_else(|_| bail!("an export thread panicked")),
+            );
+        }
+        Ok::<_, anyhow::Error>(results)
+    })?;
+    let mut report = Report::default();
+    for r in results {
+        let r = r?;
+        report.files_written += r.files_written;
+        report.files_merged += r.files_merged;
+        report.rows_exported += r.rows_exported;
     }
     Ok(report)
 }
@@ -146,7 +191,8 @@ fn export_minutes(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Rep
 /// Writes one host's minute; returns the rows taken from the buffer and whether an existing
 /// file was merged.
 fn export_minute(
-    buffer: &Buffer,
+    conn: &duckdb::Connection,
+    buffer_path: &Path,
     settings: &Settings,
     host_dir: &str,
     minute: i64,
@@ -161,7 +207,6 @@ fn export_minute(
     {
         bail!("refusing to write under the host directory {host_dir:?}: not a safe path segment");
     }
-    let conn = buffer.connection();
     let final_path = minute_file(&settings.data_dir, host_dir, minute);
     let dir = final_path.parent().expect("a minute file has a directory");
     make_private_dir(dir)?;
@@ -225,7 +270,7 @@ fn export_minute(
                 "wrote {} but failed to delete its rows from {} (the next run merges them \
                  without duplicates)",
                 final_path.display(),
-                buffer.path().display()
+                buffer_path.display()
             )
         })?;
     Ok((rows as u64, existing))
