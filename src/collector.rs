@@ -100,8 +100,7 @@ impl Reader {
             &self.fields,
         );
         self.newest_usec = Some(realtime_usec);
-        self.journal.mark_read(cursor);
-        Ok(())
+        self.journal.mark_read(cursor)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The collector against a real journald and real journal files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -611,4 +611,42 @@ fn status_reports_the_last_commit_of_a_burst() {
     });
     sigterm(&child);
     assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+}
+
+/// Guards reopening a stream's journal to let go of its mapped files (`REOPEN_EVERY`): with a
+/// reopen every 7 entries of each stream, every entry of a three-host corpus is read once, in
+/// each stream's order.
+#[test]
+fn reopening_the_journal_often_reads_every_entry_once() {
+    use journal_parquet::journal::Source;
+    use journal_parquet::streams::Streams;
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 3000 --hosts 3 --seed 11 --duration 5m");
+    let expected = journalctl_json(&corpus);
+    let mut streams = Streams::open(&Source::Directory(corpus.clone())).unwrap();
+    streams.set_reopen_every(7);
+    let mut gaps = 0;
+    streams.position_at(None, true, &mut gaps).unwrap();
+    let mut seen = BTreeSet::new();
+    let mut last_seqnum: BTreeMap<String, u64> = BTreeMap::new();
+    while streams.step_forward().unwrap() {
+        let cursor = streams.current().cursor().unwrap();
+        let part = |key: &str| {
+            cursor
+                .split(';')
+                .find_map(|p| p.strip_prefix(key))
+                .unwrap()
+                .to_owned()
+        };
+        let seqnum = u64::from_str_radix(&part("i="), 16).unwrap();
+        if let Some(prev) = last_seqnum.insert(part("s="), seqnum) {
+            assert!(seqnum > prev, "{cursor} read after seqnum {prev}");
+        }
+        assert!(seen.insert(cursor.clone()), "{cursor} read twice");
+        streams.mark_read(cursor).unwrap();
+    }
+    streams.rescan(&mut gaps).unwrap();
+    assert_eq!(gaps, 0);
+    assert_eq!(seen.len(), expected.len());
+    assert!(seen.iter().all(|c| expected.contains_key(c)));
 }
