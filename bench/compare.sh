@@ -39,6 +39,8 @@ declare -A WALL CPU RSS
 measure() {
   local key=$1
   shift
+  # Each step pays for its own writes, not for the page cache the step before left dirty.
+  sync
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" "$@" >/dev/null
   read -r wall user sys rss <"$WORK/time"
   WALL[$key]=$wall

@@ -2,8 +2,9 @@
 """The live half of bench/compare.sh: a private journald written to as fast as it accepts for
 WRITE seconds while the collector follows it and jp-flush runs at every minute boundary (as
 jp-flush.timer does), then IDLE seconds with nothing written. Prints table rows: the collector's
-lag (p50, p99, max, from its STATUS= text every 2 s), its CPU next to journald's for the same
-entries, jp-flush's time for the fullest minute, the collector's longest pause during a hand-off,
+lag (p50, p99, max: every 0.25 s while writing, now minus the timestamp of the newest entry it has
+committed, read from its state file; hand-off pauses included), its CPU next to journald's for
+the same entries, jp-flush's time for the fullest minute, the collector's longest pause during a hand-off,
 and the idle cost (wake-ups per second, CPU).
 
 Usage: live.py BIN_DIR WORK_DIR [WRITE_SECONDS [IDLE_SECONDS]]   (run as root, outside any unit)
@@ -87,10 +88,24 @@ def main():
                 for line in data.splitlines():
                     if line.startswith("STATUS="):
                         statuses.append(line)
-                        if writing.is_set():
-                            m = re.search(r"lag ([0-9.]+) s", line)
-                            lags.append(float(m.group(1)) if m else 0.0)
         threading.Thread(target=listen, daemon=True).start()
+
+        # The committed lag: the state file's first line is the committed position, one cursor
+        # per stream, each with the entry's realtime (t=, hex µs).
+        state_file = os.path.join(WORK, "live-state", "cursor")
+
+        def sample_lag():
+            while True:
+                if writing.is_set():
+                    try:
+                        first = open(state_file).readline()
+                        stamps = [int(t, 16) for t in re.findall(r"\bt=([0-9a-f]+)", first)]
+                        if stamps:
+                            lags.append(max(0.0, time.time() - max(stamps) / 1e6))
+                    except OSError:
+                        pass
+                time.sleep(0.25)
+        threading.Thread(target=sample_lag, daemon=True).start()
 
         env = dict(os.environ, NOTIFY_SOCKET=notify_path)
         env.pop("JOURNAL_STREAM", None)
@@ -112,11 +127,14 @@ def main():
                 if stop_flushing.wait(60 - now % 60):
                     return
                 started = time.monotonic()
-                out = subprocess.run([f"{BIN}/jp-flush", *common, "--log-level", "debug"],
+                rss_file = os.path.join(WORK, "flush.rss")
+                out = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_file,
+                                      f"{BIN}/jp-flush", *common, "--log-level", "debug"],
                                      stdin=subprocess.DEVNULL, capture_output=True, text=True)
                 wall = time.monotonic() - started
                 m = re.search(r"wrote (\d+) files .*?, (\d+) entries", out.stderr)
-                flushes.append((wall, int(m.group(2)) if m else 0, out.returncode))
+                rss = int(open(rss_file).read().split()[-1]) / 1024
+                flushes.append((wall, int(m.group(2)) if m else 0, out.returncode, rss))
         flusher = threading.Thread(target=flush_every_minute, daemon=True)
         flusher.start()
 
@@ -150,21 +168,24 @@ def main():
             time.sleep(1)
         stop_flushing.set()
 
+        with open(f"/proc/{collector.pid}/status") as f:
+            peak = [int(l.split()[1]) / 1024 for l in f if l.startswith("VmHWM")]
         collector.send_signal(signal.SIGTERM)
         collector.wait(timeout=60)
         collector_log.close()
         longest = re.findall(r"longest ([0-9.]+) ms", open(os.path.join(WORK, "collector.log")).read())
-        fullest = max(flushes, key=lambda f: f[1]) if flushes else (float("nan"), 0, -1)
+        fullest = max(flushes, key=lambda f: f[1]) if flushes else (float("nan"), 0, -1, 0)
 
         rate = written / WRITE
         print(f"live: {written:,} entries written in {WRITE:.0f} s ({rate:,.0f}/s, as fast as journald took them)")
-        print(f"  collector lag (STATUS= every 2 s while writing): p50 {percentile(lags, 50):.1f} s, "
+        print(f"  collector lag (committed, every 0.25 s while writing): p50 {percentile(lags, 50):.1f} s, "
               f"p99 {percentile(lags, 99):.1f} s, max {max(lags or [float('nan')]):.1f} s "
               f"({len(lags)} samples)")
         print(f"  CPU for these entries: collector {c1 - c0:.1f} s, journald {j1 - j0:.1f} s "
               f"(collector/journald {(c1 - c0) / max(j1 - j0, 1e-9):.2f})")
         print(f"  jp-flush, fullest minute: {fullest[1]:,} entries in {fullest[0]:.2f} s "
-              f"(exit {fullest[2]}; {len(flushes)} runs)")
+              f"(exit {fullest[2]}; {len(flushes)} runs; peak RSS {max(f[3] for f in flushes or [fullest]):.0f} MiB)")
+        print(f"  collector's peak RSS: {peak[0] if peak else float('nan'):.0f} MiB")
         print(f"  collector's longest pause during a hand-off: "
               f"{float(longest[-1]) if longest else float('nan'):.0f} ms")
         print(f"  idle {IDLE:.0f} s: {(s1 - s0) / IDLE:.2f} wake-ups/s, CPU {i1 - i0:.2f} s")

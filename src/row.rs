@@ -151,21 +151,25 @@ impl Fields {
 /// array of byte values. Valid UTF-8, no control characters but TAB and newline, no C1 controls,
 /// no non-characters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF).
 pub fn is_printable(value: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(value) else {
-        return false;
+    printable_text(value).is_some()
+}
+
+/// `value` as text when `is_printable`, validating the bytes once.
+fn printable_text(value: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(value).ok()?;
+    let printable = if text.is_ascii() {
+        text.bytes()
+            .all(|b| b >= b' ' && b != 0x7f || b == b'\t' || b == b'\n')
+    } else {
+        text.chars().all(|c| {
+            let u = c as u32;
+            !((u < 0x20 && c != '\t' && c != '\n')
+                || (0x7f..=0x9f).contains(&u)
+                || (0xfdd0..=0xfdef).contains(&u)
+                || (u & 0xfffe) == 0xfffe)
+        })
     };
-    if text.is_ascii() {
-        return text
-            .bytes()
-            .all(|b| b >= b' ' && b != 0x7f || b == b'\t' || b == b'\n');
-    }
-    text.chars().all(|c| {
-        let u = c as u32;
-        !((u < 0x20 && c != '\t' && c != '\n')
-            || (0x7f..=0x9f).contains(&u)
-            || (0xfdd0..=0xfdef).contains(&u)
-            || (u & 0xfffe) == 0xfffe)
-    })
+    printable.then_some(text)
 }
 
 fn push_json_string(out: &mut String, text: &str) {
@@ -195,9 +199,8 @@ fn push_json_string(out: &mut String, text: &str) {
 }
 
 fn push_json_value(out: &mut String, value: &[u8]) {
-    if is_printable(value) {
-        // is_printable checked UTF-8 already.
-        push_json_string(out, std::str::from_utf8(value).unwrap_or_default());
+    if let Some(text) = printable_text(value) {
+        push_json_string(out, text);
     } else {
         out.push('[');
         for (i, b) in value.iter().enumerate() {
@@ -436,7 +439,9 @@ impl Batch {
                 count[slot] += 1;
             }
         }
-        let text = |slot: usize| as_text(first[slot]);
+        // Printable text (what journalctl shows as a string), validated once per value.
+        let shown: [Option<&str>; PROMOTED.len()] = first.map(|v| v.and_then(printable_text));
+        let text = |slot: usize| shown[slot].or_else(|| as_text(first[slot]));
         let hostname = text(HOSTNAME);
         let message = text(MESSAGE);
         let priority = as_number::<u8>(first[PRIORITY]);
@@ -458,8 +463,10 @@ impl Batch {
         let mut in_columns: [&[u8]; PROMOTED.len()] = [b""; PROMOTED.len()];
         let mut n_in_columns = 0;
         for (slot, name) in PROMOTED.iter().enumerate() {
-            let Some(value) = first[slot] else { continue };
-            if count[slot] != 1 || !is_printable(value) {
+            let (Some(value), Some(_)) = (first[slot], shown[slot]) else {
+                continue;
+            };
+            if count[slot] != 1 {
                 continue;
             }
             let spelled = |n: Option<String>| n.is_some_and(|n| n.as_bytes() == value);
