@@ -61,6 +61,20 @@ struct Stream {
     read_since_open: u64,
 }
 
+impl Stream {
+    /// A stream with nothing read yet.
+    fn new(id: Option<String>, files: Vec<PathBuf>, journal: Journal) -> Stream {
+        Stream {
+            id,
+            files,
+            journal,
+            read: None,
+            unread_current: false,
+            read_since_open: 0,
+        }
+    }
+}
+
 impl Streams {
     pub fn open(source: &Source) -> Result<Streams> {
         let mut streams = Streams {
@@ -74,14 +88,10 @@ impl Streams {
             gaps_found: 0,
         };
         match source {
-            Source::System => streams.streams.push(Stream {
-                id: None,
-                files: Vec::new(),
-                journal: Journal::open(source)?,
-                read: None,
-                unread_current: false,
-                read_since_open: 0,
-            }),
+            Source::System => {
+                let journal = Journal::open(source)?;
+                streams.streams.push(Stream::new(None, Vec::new(), journal));
+            }
             Source::Directory(dir) => {
                 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
                 // Set up before the first scan, so that no file appearing after it is missed.
@@ -99,14 +109,7 @@ impl Streams {
                 streams.watch = Some(watch);
                 for (id, files) in streams.scan()? {
                     let journal = Journal::open_files(source, &files)?;
-                    streams.streams.push(Stream {
-                        id: Some(id),
-                        files,
-                        journal,
-                        read: None,
-                        unread_current: false,
-                        read_since_open: 0,
-                    });
+                    streams.streams.push(Stream::new(Some(id), files, journal));
                 }
             }
         }
@@ -359,14 +362,7 @@ impl Streams {
                     );
                     let mut journal = Journal::open_files(&source, &files)?;
                     journal.seek_head()?;
-                    self.streams.push(Stream {
-                        id: Some(id),
-                        files,
-                        journal,
-                        read: None,
-                        unread_current: false,
-                        read_since_open: 0,
-                    });
+                    self.streams.push(Stream::new(Some(id), files, journal));
                 }
             }
         }
