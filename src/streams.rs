@@ -73,6 +73,24 @@ impl Stream {
             read_since_open: 0,
         }
     }
+
+    /// Opens the stream's journal again (its files as they are now) and positions it right
+    /// after what was read, or at its head when nothing was.
+    fn reopen(&mut self, source: &Source, gaps: &mut u64) -> Result<()> {
+        self.journal = match &self.id {
+            None => Journal::open(source)?,
+            Some(_) => Journal::open_files(source, &self.files)?,
+        };
+        self.read_since_open = 0;
+        self.unread_current = match &self.read {
+            Some(c) => seek_after(&mut self.journal, source, c, gaps)?,
+            None => {
+                self.journal.seek_head()?;
+                false
+            }
+        };
+        Ok(())
+    }
 }
 
 impl Streams {
@@ -246,19 +264,11 @@ impl Streams {
     /// Records that the current entry, `cursor`, was read; every `REOPEN_EVERY` entries of a
     /// stream, reopens its journal right after that entry, to let go of the mapped files.
     pub fn mark_read(&mut self, cursor: String) -> Result<()> {
-        let source = self.source.clone();
         let stream = &mut self.streams[self.current];
         stream.read = Some(cursor);
         stream.read_since_open += 1;
         if stream.read_since_open >= self.reopen_every {
-            stream.journal = match &stream.id {
-                None => Journal::open(&source)?,
-                Some(_) => Journal::open_files(&source, &stream.files)?,
-            };
-            stream.read_since_open = 0;
-            let read = stream.read.as_deref().expect("set above");
-            stream.unread_current =
-                seek_after(&mut stream.journal, &source, read, &mut self.gaps_found)?;
+            stream.reopen(&self.source, &mut self.gaps_found)?;
         }
         Ok(())
     }
@@ -340,16 +350,8 @@ impl Streams {
                 Some(stream) if stream.files == files => {}
                 Some(stream) => {
                     log::debug!("journal stream {id} in {source}: files changed, reopening");
-                    stream.journal = Journal::open_files(&source, &files)?;
-                    stream.read_since_open = 0;
                     stream.files = files;
-                    stream.unread_current = match stream.read.clone() {
-                        Some(c) => seek_after(&mut stream.journal, &source, &c, gaps)?,
-                        None => {
-                            stream.journal.seek_head()?;
-                            false
-                        }
-                    };
+                    stream.reopen(&source, gaps)?;
                 }
                 None => {
                     log::info!(
