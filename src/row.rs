@@ -149,12 +149,8 @@ impl Fields {
 
 /// systemd's `utf8_is_printable()`: what journalctl prints as a JSON string rather than as an
 /// array of byte values. Valid UTF-8, no control characters but TAB and newline, no C1 controls,
-/// no non-characters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF).
-pub fn is_printable(value: &[u8]) -> bool {
-    printable_text(value).is_some()
-}
-
-/// `value` as text when `is_printable`, validating the bytes once.
+/// no non-characters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF). Returns `value` as text when it is
+/// printable, validating the bytes once.
 fn printable_text(value: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(value).ok()?;
     let printable = if text.is_ascii() {
@@ -330,6 +326,18 @@ fn realtime_fits(usec: u64) -> bool {
     usec < i64::MAX as u64
 }
 
+/// Whether a number's text is how the number prints itself (`7`, `-7`, `0`; not `07`, `+7`,
+/// `-0`), so that its column gives back the same bytes. Checked on the bytes, without printing
+/// the number: this runs for five fields of every entry.
+fn canonical_decimal(text: &[u8]) -> bool {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    match digits {
+        [] => false,
+        [b'0'] => digits.len() == text.len(),
+        [first, ..] => *first != b'0' && digits.iter().all(u8::is_ascii_digit),
+    }
+}
+
 fn as_text(value: Option<&[u8]>) -> Option<&str> {
     value.and_then(|v| std::str::from_utf8(v).ok())
 }
@@ -469,13 +477,12 @@ impl Batch {
             if count[slot] != 1 {
                 continue;
             }
-            let spelled = |n: Option<String>| n.is_some_and(|n| n.as_bytes() == value);
             let exact = match slot {
-                PRIORITY => spelled(priority.map(|n| n.to_string())),
-                PID => spelled(pid.map(|n| n.to_string())),
-                UID => spelled(uid.map(|n| n.to_string())),
-                GID => spelled(gid.map(|n| n.to_string())),
-                SOURCE_REALTIME => spelled(source_timestamp.map(|n| n.to_string())),
+                PRIORITY => priority.is_some() && canonical_decimal(value),
+                PID => pid.is_some() && canonical_decimal(value),
+                UID => uid.is_some() && canonical_decimal(value),
+                GID => gid.is_some() && canonical_decimal(value),
+                SOURCE_REALTIME => source_timestamp.is_some() && canonical_decimal(value),
                 _ => true,
             };
             if exact {
@@ -620,17 +627,31 @@ mod tests {
     }
 
     #[test]
+    fn canonical_decimal_is_how_the_number_prints_itself() {
+        for text in [
+            "0", "7", "-7", "123", "-0", "07", "+7", "", "-", "1a", " 1", "-007",
+        ] {
+            let printed = text.parse::<i64>().ok().map(|n| n.to_string());
+            assert_eq!(
+                canonical_decimal(text.as_bytes()),
+                printed.as_deref() == Some(text),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
     fn printable_follows_systemd() {
-        assert!(is_printable(b"plain text\twith tab\nand newline"));
-        assert!(is_printable("caf\u{e9} \u{1F600}".as_bytes()));
-        assert!(!is_printable(b"\x1b[31mred\x1b[0m"));
-        assert!(!is_printable(b"nul\x00byte"));
-        assert!(!is_printable(b"latin-1 \xe9"));
-        assert!(!is_printable("c1 \u{85}".as_bytes()));
-        assert!(!is_printable("nonchar \u{fdd0}".as_bytes()));
-        assert!(!is_printable("bom-ish \u{fffe}".as_bytes()));
-        assert!(!is_printable(b"\x7f"));
-        assert!(is_printable(b""));
+        assert!(printable_text(b"plain text\twith tab\nand newline").is_some());
+        assert!(printable_text("caf\u{e9} \u{1F600}".as_bytes()).is_some());
+        assert!(printable_text(b"\x1b[31mred\x1b[0m").is_none());
+        assert!(printable_text(b"nul\x00byte").is_none());
+        assert!(printable_text(b"latin-1 \xe9").is_none());
+        assert!(printable_text("c1 \u{85}".as_bytes()).is_none());
+        assert!(printable_text("nonchar \u{fdd0}".as_bytes()).is_none());
+        assert!(printable_text("bom-ish \u{fffe}".as_bytes()).is_none());
+        assert!(printable_text(b"\x7f").is_none());
+        assert!(printable_text(b"").is_some());
     }
 
     #[test]
