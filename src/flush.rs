@@ -9,6 +9,7 @@
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -127,22 +128,22 @@ fn export_minutes(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Rep
     // a query on one thread here): one core a file, with the memory of one row group each.
     let buffer_path = buffer.path();
     let workers = (settings.flush_threads as usize).clamp(1, groups.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed = std::sync::atomic::AtomicBool::new(false);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
     let work = |conn: &duckdb::Connection| -> Result<Report> {
         let mut report = Report::default();
         loop {
-            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+            if failed.load(Ordering::Relaxed) {
                 return Ok(report);
             }
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let i = next.fetch_add(1, Ordering::Relaxed);
             let Some((host_dir, minute)) = groups.get(i) else {
                 return Ok(report);
             };
             let started = Instant::now();
             let exported = export_minute(conn, buffer_path, settings, host_dir, *minute);
             let Ok((rows, merged)) = exported else {
-                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                failed.store(true, Ordering::Relaxed);
                 return exported.map(|_| report);
             };
             report.files_written += 1;
@@ -165,7 +166,7 @@ fn export_minutes(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Rep
         for _ in 1..workers {
             let conn = conn
                 .try_clone()
-                .with_context(|| format!("failed to connect to {}", buffer.path().display()))?;
+                .with_context(|| format!("failed to connect to {}", buffer_path.display()))?;
             let work = &work;
             handles.push(scope.spawn(move || work(&conn)));
         }
