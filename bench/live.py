@@ -3,11 +3,13 @@
 WRITE seconds while the collector follows it and jp-flush runs at every minute boundary (as
 jp-flush.timer does), then IDLE seconds with nothing written. Prints table rows: the collector's
 lag (p50, p99, max: every 0.25 s while writing, now minus the timestamp of the newest entry it has
-committed, read from its state file; hand-off pauses included), its CPU next to journald's for
-the same entries, jp-flush's time for the fullest minute, the collector's longest pause during a hand-off,
-and the idle cost (wake-ups per second, CPU).
+committed, read from its state file; seals included), its CPU next to journald's for the same
+entries, jp-flush's time for the fullest minute, the collector's longest stall at a seal, and the
+idle cost (wake-ups per second, CPU).
 
 Usage: live.py BIN_DIR WORK_DIR [WRITE_SECONDS [IDLE_SECONDS]]   (run as root, outside any unit)
+       live.py BIN_DIR WORK_DIR --sustained MINUTES   (the sustained-load run: MINUTES of writing
+                                                      with a flush every minute, 10 s idle)
 """
 import glob
 import os
@@ -20,8 +22,11 @@ import threading
 import time
 
 BIN, WORK = sys.argv[1], sys.argv[2]
-WRITE = float(sys.argv[3]) if len(sys.argv) > 3 else 60
-IDLE = float(sys.argv[4]) if len(sys.argv) > 4 else 60
+if sys.argv[3:4] == ["--sustained"]:
+    WRITE, IDLE = float(sys.argv[4]) * 60, 10.0
+else:
+    WRITE = float(sys.argv[3]) if len(sys.argv) > 3 else 60
+    IDLE = float(sys.argv[4]) if len(sys.argv) > 4 else 60
 HERE = os.path.dirname(os.path.abspath(__file__))
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -161,6 +166,8 @@ def main():
         s0, i0 = context_switches(collector.pid), cpu_seconds(collector.pid)
         time.sleep(IDLE)
         s1, i1 = context_switches(collector.pid), cpu_seconds(collector.pid)
+        # Every run of jp-flush succeeded (a failed export would leave the buffer growing).
+        failed = [f for f in flushes if f[2] != 0]
         # The fullest minute is written at the tick after next: wait for it.
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and (not flushes or max(f[1] for f in flushes) < written * 0.5
@@ -186,7 +193,8 @@ def main():
         print(f"  jp-flush, fullest minute: {fullest[1]:,} entries in {fullest[0]:.2f} s "
               f"(exit {fullest[2]}; {len(flushes)} runs; peak RSS {max(f[3] for f in flushes or [fullest]):.0f} MiB)")
         print(f"  collector's peak RSS: {peak[0] if peak else float('nan'):.0f} MiB")
-        print(f"  collector's longest pause during a hand-off: "
+        print(f"  jp-flush runs that failed while writing: {len(failed)} of {len(flushes)}")
+        print(f"  collector's longest stall at a seal: "
               f"{float(longest[-1]) if longest else float('nan'):.0f} ms")
         print(f"  idle {IDLE:.0f} s: {(s1 - s0) / IDLE:.2f} wake-ups/s, CPU {i1 - i0:.2f} s")
     finally:

@@ -1,374 +1,362 @@
-//! The persistent DuckDB buffer, `STATE/buffer.duckdb`: table `journal_logs` holds entries read
-//! but not yet exported; table `collector_state` holds, in the same transaction as the rows, the
-//! collector's position in the journal and its watermark; table `restart_points` holds, for each
-//! commit that still has rows here, the position the collector stood at before it. The oldest of
-//! those is where to read again if this file is lost: it goes into the state file too.
+//! The buffer: a directory of segments, `STATE/buffer/NNNNNNNN.duckdb`, each a DuckDB file
+//! (`segment`).
 //!
-//! DuckDB lets one process at a time open the file (not even read-only beside a writer); how the
-//! collector and jp-flush take turns is in `handoff`.
+//! Who owns what:
+//! - The collector appends to the highest-numbered segment, and only to it.
+//! - Sealing makes the next segment: it is created under a temporary name with the collector's
+//!   state, closed and renamed into place, so that a segment file either exists whole or not at
+//!   all. Segments are only ever made under the collector's lock (`collector.lock`): by the
+//!   collector when jp-flush asks it to seal, or by jp-flush itself when no collector runs.
+//! - Every segment below the highest is sealed: nobody appends to it again, and it belongs to
+//!   jp-flush, which exports its completed minutes, deletes their rows and removes the file once
+//!   it is empty. Numbers only grow, so a sealed segment never becomes the highest again.
+//!
+//! Beside each segment, `NNNNNNNN.start` holds the position the collector stood at when the
+//! segment was made: where to read again should that segment be lost. It is written before the
+//! segment appears and removed after it goes, so the collector can tell the oldest position not
+//! yet in Parquet (the state file's restart point) without opening a segment jp-flush holds.
+//! A sealed segment that jp-flush finds damaged is set aside and its `.start` renamed to
+//! `NNNNNNNN.reread`: the collector reads the journal again from there at its next seal (or
+//! start), and jp-flush drops the rows that repeat what is already in Parquet or in other
+//! segments.
 
+use std::ffi::OsStr;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use duckdb::arrow::record_batch::RecordBatch;
-use duckdb::{params, Config, Connection, OptionalExt};
+use anyhow::{Context, Result};
+use duckdb::OptionalExt;
 
-use crate::config::Settings;
-use crate::row::COLUMNS;
+use crate::layout::{make_private_dir, sync_dir};
+use crate::position::{write_atomically, Position};
+use crate::segment::{duckdb_config, CollectorState, Segment, META_DDL, SCHEMA_VERSION};
 
-/// Bumped when the tables change shape; an older file is upgraded or refused, never misread.
-/// 2: `journal_logs.commit_no`, `collector_state.last_commit`, `restart_points`.
-const SCHEMA_VERSION: i32 = 2;
-
-/// Where the collector resumes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Position {
-    /// The journal was empty at first start: read from its first entry.
-    Head,
-    /// Resume right after the entry with this cursor.
-    After(String),
-}
-
-/// What the collector commits beside each batch of rows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CollectorState {
-    pub position: Position,
-    /// Every entry with a timestamp before this (µs since the epoch) has been read.
-    pub watermark_usec: Option<i64>,
-    /// Gaps found so far (saved position gone from the journal).
-    pub gaps_total: u64,
-    /// The number of the last commit (rows carry the number of theirs).
-    pub last_commit: u64,
-}
-
+/// The buffer directory, and the memory limit its segments are opened with.
+#[derive(Debug, Clone)]
 pub struct Buffer {
-    conn: Connection,
-    path: PathBuf,
+    dir: PathBuf,
+    memory_limit: String,
 }
 
-/// True when DuckDB refused the file because another process holds it.
-pub fn is_lock_conflict(err: &anyhow::Error) -> bool {
-    format!("{err:#}").contains("Could not set lock on file")
+/// The file name of segment `no`, zero-padded so that names sort by number.
+fn segment_name(no: u64) -> String {
+    format!("{no:08}.duckdb")
 }
 
-/// True when DuckDB says the file itself is damaged (not a lock, permission or space problem,
-/// which must never make us give a file up).
-pub fn is_damaged(err: &anyhow::Error) -> bool {
-    let text = format!("{err:#}");
-    [
-        "not a valid DuckDB database file",
-        "Corrupt database file",
-        "Corrupt WAL file",
-        "checksum",
-        "INTERNAL Error",
-        "Serialization Error",
-    ]
-    .iter()
-    .any(|needle| text.contains(needle))
-}
-
-fn duckdb_config(settings: &Settings) -> duckdb::Result<Config> {
-    Config::default()
-        // A daemon never downloads code: json and parquet are built in.
-        .enable_autoload_extension(false)?
-        // One thread a query: the collector overlaps reading with its commit thread, and jp-flush
-        // writes `flush_threads` files at once; DuckDB's own workers would only compete with
-        // those for the same cores (measured: 8.8 s with 2, 7.2 s with 1, on a 1M backfill).
-        .threads(1)?
-        .max_memory(&settings.duckdb_memory_limit)
+/// The number of a segment file name, None for any other name.
+fn segment_no(name: &OsStr, suffix: &str) -> Option<u64> {
+    let name = name.to_str()?;
+    let digits = name.strip_suffix(suffix)?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
 }
 
 impl Buffer {
-    /// Opens (creating if needed) the buffer, once. A lock conflict is returned as an error that
-    /// `is_lock_conflict` recognises.
-    pub fn open(path: &Path, settings: &Settings) -> Result<Buffer> {
-        let config = duckdb_config(settings)
-            .with_context(|| format!("failed to configure DuckDB for {}", path.display()))?;
-        let conn = Connection::open_with_flags(path, config)
-            .with_context(|| format!("failed to open the buffer {}", path.display()))?;
-        let buffer = Buffer {
-            conn,
-            path: path.to_path_buf(),
-        };
-        buffer
-            .create_schema()
-            .with_context(|| format!("failed to set up the tables in {}", path.display()))?;
-        Ok(buffer)
-    }
-
-    /// Opens the buffer, waiting while another process holds it; gives up at `deadline`.
-    pub fn open_waiting(path: &Path, settings: &Settings, deadline: Instant) -> Result<Buffer> {
-        let mut pause = Duration::from_millis(2);
-        loop {
-            match Buffer::open(path, settings) {
-                Err(e) if is_lock_conflict(&e) && Instant::now() + pause < deadline => {
-                    sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                other => return other,
-            }
+    pub fn new(dir: PathBuf, memory_limit: &str) -> Buffer {
+        Buffer {
+            dir,
+            memory_limit: memory_limit.to_owned(),
         }
     }
 
-    fn create_schema(&self) -> Result<()> {
-        let columns: Vec<String> = COLUMNS
-            .iter()
-            .map(|(n, t, nullable)| format!("{n} {t}{}", if *nullable { "" } else { " NOT NULL" }))
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn memory_limit(&self) -> &str {
+        &self.memory_limit
+    }
+
+    pub fn segment_path(&self, no: u64) -> PathBuf {
+        self.dir.join(segment_name(no))
+    }
+
+    fn sidecar(&self, no: u64, ext: &str) -> PathBuf {
+        self.dir.join(format!("{no:08}.{ext}"))
+    }
+
+    fn wal(path: &Path) -> PathBuf {
+        PathBuf::from(format!("{}.wal", path.display()))
+    }
+
+    /// Numbers of the files in the directory that end with `suffix`, in order.
+    fn numbers(&self, suffix: &str) -> Result<Vec<u64>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("failed to list {}", self.dir.display()))
+            }
+        };
+        let mut out: Vec<u64> = entries
+            .flatten()
+            .filter_map(|e| segment_no(&e.file_name(), suffix))
             .collect();
-        self.conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS buffer_meta (schema_version INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS journal_logs ({});
-             CREATE TABLE IF NOT EXISTS collector_state (
-                 cursor VARCHAR,            -- NULL with at_head: read from the first entry
-                 at_head BOOLEAN NOT NULL,
-                 watermark TIMESTAMP,       -- everything before it has been read
-                 gaps_total UBIGINT NOT NULL,
-                 updated_at TIMESTAMP NOT NULL,
-                 last_commit UBIGINT);
-             CREATE TABLE IF NOT EXISTS restart_points (
-                 commit_no UBIGINT NOT NULL,
-                 cursor VARCHAR,            -- the position before that commit; NULL with at_head
-                 at_head BOOLEAN NOT NULL);",
-            columns.join(", ")
-        ))?;
-        let version: Option<i32> = self
-            .conn
-            .query_row("SELECT max(schema_version) FROM buffer_meta", [], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .flatten();
-        match version {
-            None => {
-                self.conn.execute(
-                    "INSERT INTO buffer_meta VALUES (?)",
-                    params![SCHEMA_VERSION],
-                )?;
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The segments present, in order: the last one is the collector's.
+    pub fn segments(&self) -> Result<Vec<u64>> {
+        self.numbers(".duckdb")
+    }
+
+    /// The position segment `no` started at, from its `.start` file (None when it has none).
+    pub fn start_of(&self, no: u64) -> Result<Option<Position>> {
+        read_position(&self.sidecar(no, "start"))
+    }
+
+    /// Where to read again if every segment were lost: the start of the oldest one.
+    pub fn oldest_start(&self) -> Result<Option<Position>> {
+        for no in self.segments()? {
+            if let Some(p) = self.start_of(no)? {
+                return Ok(Some(p));
             }
-            Some(SCHEMA_VERSION) => {}
-            Some(1) => {
-                // Rows of a version-1 buffer have no commit number: their restart point is
-                // unknown, and the state file keeps only the committed cursor until they are
-                // flushed.
-                self.conn.execute_batch(&format!(
-                    "BEGIN TRANSACTION;
-                     ALTER TABLE journal_logs ADD COLUMN commit_no UBIGINT;
-                     ALTER TABLE collector_state ADD COLUMN last_commit UBIGINT;
-                     UPDATE buffer_meta SET schema_version = {SCHEMA_VERSION};
-                     COMMIT;"
-                ))?;
-            }
-            Some(v) => bail!(
-                "schema version {v} is not the {SCHEMA_VERSION} this build knows; \
-                 flush it with the version that wrote it"
-            ),
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// The collector closes the file at every hand-off: without a checkpoint that close is
-    /// instant, and jp-flush (which needs the rows anyway) replays the short WAL on open and
-    /// checkpoints on its own close. DuckDB still checkpoints by itself when the WAL grows past
-    /// its threshold.
-    pub fn without_checkpoint_on_close(self) -> Result<Buffer> {
-        self.conn
-            .execute_batch("PRAGMA disable_checkpoint_on_shutdown")
-            .with_context(|| format!("failed to configure {}", self.path.display()))?;
-        Ok(self)
-    }
-
-    /// No automatic checkpoint at the next commits of this connection (until it is closed).
-    pub fn defer_checkpoints(&self) -> Result<()> {
-        self.conn
-            .execute_batch("SET checkpoint_threshold = '1TB'")
-            .with_context(|| format!("failed to configure {}", self.path.display()))
-    }
-
-    /// DuckDB's memory limit for what follows (exports need more memory than appends).
-    pub fn tune(&self, memory_limit: &str) -> Result<()> {
-        // `memory_limit` was validated by config (digits and a unit): safe to quote.
-        self.conn
-            .execute_batch(&format!("SET memory_limit = '{memory_limit}'"))
-            .with_context(|| format!("failed to configure {}", self.path.display()))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
-    /// The collector's committed state, if it ever committed one.
-    pub fn collector_state(&self) -> Result<Option<CollectorState>> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT cursor, at_head, epoch_us(watermark), gaps_total, last_commit
-                 FROM collector_state LIMIT 1",
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, bool>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, u64>(3)?,
-                        r.get::<_, Option<u64>>(4)?,
-                    ))
-                },
-            )
-            .optional()
-            .with_context(|| format!("failed to read the position from {}", self.path.display()))?;
-        Ok(row.map(
-            |(cursor, at_head, watermark_usec, gaps_total, last_commit)| CollectorState {
-                position: position(cursor, at_head),
-                watermark_usec,
-                gaps_total,
-                last_commit: last_commit.unwrap_or(0),
-            },
-        ))
-    }
-
-    /// Where to read again if this buffer were lost: the position before the oldest commit that
-    /// still has rows here; `Ok(None)` when no rows are left (the committed position will do) or
-    /// when the oldest rows predate commit numbers. Forgets the restart points of commits whose
-    /// rows are all gone.
-    pub fn restart_point(&self) -> Result<Option<Position>> {
-        let context = || {
-            format!(
-                "failed to read the restart point from {}",
-                self.path.display()
-            )
-        };
-        let oldest: Option<Option<u64>> = self
-            .conn
-            .query_row(
-                "SELECT commit_no FROM journal_logs ORDER BY commit_no NULLS FIRST LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .with_context(context)?;
-        let oldest = match oldest {
-            None => {
-                self.conn
-                    .execute("DELETE FROM restart_points", [])
-                    .with_context(context)?;
-                return Ok(None);
-            }
-            Some(None) => return Ok(None),
-            Some(Some(n)) => n,
-        };
-        self.conn
-            .execute(
-                "DELETE FROM restart_points WHERE commit_no < ?",
-                params![oldest],
-            )
-            .with_context(context)?;
-        let point = self
-            .conn
-            .query_row(
-                "SELECT cursor, at_head FROM restart_points WHERE commit_no = ?",
-                params![oldest],
-                |r| Ok(position(r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .with_context(context)?;
-        Ok(point)
-    }
-
-    /// Appends `rows` (numbered `state.last_commit`) and records `state` in one transaction, with
-    /// `before`, the position before these rows, as their restart point: the rows and the
-    /// position can never disagree, whatever instant the process dies at.
-    pub fn commit(
-        &mut self,
-        rows: Option<RecordBatch>,
+    /// Makes segment `no` with the collector's `state`, starting at `start`: the `.start` file
+    /// first, then the DuckDB file under a temporary name, renamed into place once complete.
+    /// Call only with the collector's lock held.
+    pub fn create(
+        &self,
+        no: u64,
+        start: &Position,
         state: &CollectorState,
-        before: &Position,
-    ) -> Result<()> {
-        let result = self.commit_inner(rows, state, before);
-        if result.is_err() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-        result.with_context(|| format!("failed to commit to the buffer {}", self.path.display()))
-    }
-
-    fn commit_inner(
-        &mut self,
-        rows: Option<RecordBatch>,
-        state: &CollectorState,
-        before: &Position,
-    ) -> Result<()> {
-        self.conn.execute_batch("BEGIN TRANSACTION")?;
-        if let Some(rows) = rows {
-            let mut appender = self.conn.appender("journal_logs")?;
-            appender.append_record_batch(rows)?;
-            appender.flush()?;
-            let (cursor, at_head) = columns_of(before);
-            self.conn.execute(
-                "INSERT INTO restart_points VALUES (?, ?, ?)",
-                params![state.last_commit, cursor, at_head],
-            )?;
-        }
-        let (cursor, at_head) = columns_of(&state.position);
-        self.conn.execute("DELETE FROM collector_state", [])?;
-        self.conn.execute(
-            "INSERT INTO collector_state VALUES (?, ?, make_timestamp(?), ?, now()::TIMESTAMP, ?)",
-            params![
-                cursor,
-                at_head,
-                state.watermark_usec,
-                state.gaps_total,
-                state.last_commit
-            ],
+        reread: bool,
+    ) -> Result<PathBuf> {
+        make_private_dir(&self.dir).context("cannot use the buffer directory")?;
+        write_atomically(
+            &self.sidecar(no, "start"),
+            format!("{}\n", start.to_line()).as_bytes(),
+            0o640,
         )?;
-        self.conn.execute_batch("COMMIT")?;
+        let path = self.segment_path(no);
+        let tmp = PathBuf::from(format!("{}.new", path.display()));
+        for leftover in [&tmp, &Self::wal(&tmp)] {
+            remove_if_present(leftover)?;
+        }
+        Segment::create(&tmp, &self.memory_limit, start, state, reread)?;
+        std::fs::rename(&tmp, &path).with_context(|| {
+            format!("failed to put the new segment {} in place", path.display())
+        })?;
+        sync_dir(&self.dir)?;
+        Ok(path)
+    }
+
+    /// Removes segment `no` (empty, or its rows all exported): the file, its WAL, then its
+    /// `.start`, so that a crash in between never leaves a segment without its start.
+    pub fn remove(&self, no: u64) -> Result<()> {
+        let path = self.segment_path(no);
+        remove_if_present(&path)?;
+        remove_if_present(&Self::wal(&path))?;
+        remove_if_present(&self.sidecar(no, "start"))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Sets a damaged segment aside (`NNNNNNNN.duckdb.damaged-UNIXTIME`, with its WAL), kept for
+    /// inspection; returns its new name.
+    pub fn set_aside(&self, no: u64) -> Result<PathBuf> {
+        let path = self.segment_path(no);
+        let aside = crate::layout::set_aside(&path)?;
+        let wal = Self::wal(&path);
+        if wal.exists() {
+            std::fs::rename(&wal, Self::wal(&aside))
+                .with_context(|| format!("failed to set the damaged {} aside", wal.display()))?;
+        }
+        Ok(aside)
+    }
+
+    /// jp-flush found sealed segment `no` damaged and set it aside: asks the collector to read
+    /// the journal again from where that segment started.
+    pub fn request_reread(&self, no: u64) -> Result<()> {
+        let start = self.sidecar(no, "start");
+        let reread = self.sidecar(no, "reread");
+        std::fs::rename(&start, &reread).with_context(|| {
+            format!(
+                "failed to rename {} to {}",
+                start.display(),
+                reread.display()
+            )
+        })?;
+        sync_dir(&self.dir)
+    }
+
+    /// The positions to read again from (see `request_reread`), oldest segment first, with the
+    /// files that asked for them.
+    pub fn reread_requests(&self) -> Result<Vec<(PathBuf, Position)>> {
+        let mut out = Vec::new();
+        for no in self.numbers(".reread")? {
+            let path = self.sidecar(no, "reread");
+            if let Some(p) = read_position(&path)? {
+                out.push((path, p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes what a crash can leave behind: a segment half made (its temporary name), and
+    /// `.start` files of segments already removed. Call only with the collector's lock held.
+    pub fn clean_leftovers(&self) -> Result<()> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("failed to list {}", self.dir.display()))
+            }
+        };
+        let segments = self.segments()?;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let half_made = name.to_string_lossy().ends_with(".duckdb.new")
+                || name.to_string_lossy().ends_with(".duckdb.new.wal");
+            let orphan = segment_no(&name, ".start").is_some_and(|n| !segments.contains(&n));
+            if half_made || orphan {
+                remove_if_present(&e.path())?;
+            }
+        }
         Ok(())
     }
 
-    pub fn row_count(&self) -> Result<u64> {
-        self.conn
+    /// Seals the highest segment by making the next one, with the same collector state (read
+    /// from it). For jp-flush when no collector runs; call only with the collector's lock held.
+    /// Returns the number of the new (open) segment, or None when there is no segment at all.
+    pub fn seal_without_collector(&self) -> Result<Option<u64>> {
+        let Some(&highest) = self.segments()?.last() else {
+            return Ok(None);
+        };
+        let segment = Segment::open(&self.segment_path(highest), &self.memory_limit)?;
+        let state = segment.collector_state()?;
+        segment.close()?;
+        let Some(state) = state else {
+            return Ok(Some(highest));
+        };
+        self.create(highest + 1, &state.position, &state, false)?;
+        Ok(Some(highest + 1))
+    }
+
+    /// Turns a buffer left by an earlier version (`STATE/buffer.duckdb`, one file, schema 1 or
+    /// 2) into a sealed segment, with a new segment after it holding its collector state. Its
+    /// start is the position before its oldest rows (schema 2 keeps it per commit), else
+    /// `fallback_start` (the state file's restart point). Call only with the collector's lock
+    /// held. Returns whether there was one.
+    pub fn adopt_legacy(&self, legacy: &Path, fallback_start: Option<Position>) -> Result<bool> {
+        if !legacy.exists() {
+            return Ok(false);
+        }
+        let context = || format!("failed to adopt the earlier buffer {}", legacy.display());
+        let config = duckdb_config(&self.memory_limit).with_context(context)?;
+        let conn = duckdb::Connection::open_with_flags(legacy, config).with_context(context)?;
+        let state =
+            crate::segment::read_collector_state(&conn, "collector_state").with_context(context)?;
+        let rows: u64 = conn
             .query_row("SELECT count(*) FROM journal_logs", [], |r| r.get(0))
-            .with_context(|| format!("failed to count rows in {}", self.path.display()))
-    }
+            .with_context(context)?;
+        let oldest_restart: Option<Position> = if rows == 0 {
+            None
+        } else {
+            conn.query_row(
+                "SELECT cursor, at_head FROM restart_points
+                 WHERE commit_no = (SELECT min(commit_no) FROM journal_logs)",
+                [],
+                |r| Ok(Position::from_columns(r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .unwrap_or(None) // a schema-1 buffer has no restart points
+        };
+        let position = state.as_ref().map(|s| s.position.clone());
+        let start = match (rows, oldest_restart) {
+            (0, _) => position.clone(),
+            (_, Some(r)) => Some(r),
+            (_, None) => fallback_start.or(Some(Position::Head)),
+        }
+        .unwrap_or(Position::Head);
+        let (cursor, at_head) = start.columns();
+        conn.execute_batch(&format!(
+            "BEGIN TRANSACTION; {META_DDL}; DELETE FROM segment_meta;"
+        ))
+        .and_then(|()| {
+            conn.execute(
+                "INSERT INTO segment_meta VALUES (?, ?, ?, false)",
+                duckdb::params![SCHEMA_VERSION, cursor, at_head],
+            )
+        })
+        .and_then(|_| conn.execute_batch("COMMIT; CHECKPOINT;"))
+        .with_context(context)?;
+        conn.close().map_err(|(_, e)| e).with_context(context)?;
 
-    /// Closes the file (DuckDB checkpoints on close) so that another process can open it.
-    pub fn close(self) -> Result<()> {
-        let path = self.path;
-        self.conn
-            .close()
-            .map_err(|(_, e)| e)
-            .with_context(|| format!("failed to close the buffer {}", path.display()))
+        let no = self.segments()?.last().map_or(1, |n| n + 1);
+        make_private_dir(&self.dir).context("cannot use the buffer directory")?;
+        write_atomically(
+            &self.sidecar(no, "start"),
+            format!("{}\n", start.to_line()).as_bytes(),
+            0o640,
+        )?;
+        let path = self.segment_path(no);
+        let legacy_wal = Self::wal(legacy);
+        if legacy_wal.exists() {
+            std::fs::rename(&legacy_wal, Self::wal(&path)).with_context(context)?;
+        }
+        std::fs::rename(legacy, &path).with_context(context)?;
+        sync_dir(&self.dir)?;
+        if let Some(parent) = legacy.parent() {
+            sync_dir(parent)?;
+            // DuckDB's spill directory of the old file, if a flush left one.
+            let _ = std::fs::remove_dir_all(parent.join("buffer.duckdb.tmp"));
+        }
+        if let Some(state) = state {
+            let position = state.position.clone();
+            self.create(no + 1, &position, &state, false)?;
+        }
+        log::info!(
+            "adopted the buffer of an earlier version ({rows} entries) as {}",
+            path.display()
+        );
+        Ok(true)
     }
 }
 
-/// Moves a damaged buffer (and its WAL, which DuckDB would replay into a new file of the same
-/// name) aside as `buffer.duckdb.damaged-UNIXTIME` (`.wal`): kept for inspection, never deleted.
-pub fn set_aside(path: &Path) -> Result<PathBuf> {
-    let aside = crate::layout::set_aside(path)?;
-    let wal = PathBuf::from(format!("{}.wal", path.display()));
-    if wal.exists() {
-        let wal_aside = PathBuf::from(format!("{}.wal", aside.display()));
-        std::fs::rename(&wal, &wal_aside)
-            .with_context(|| format!("failed to set the damaged {} aside", wal.display()))?;
-    }
-    Ok(aside)
-}
-
-/// A position as stored: a cursor, or NULL and at_head.
-fn columns_of(position: &Position) -> (Option<&str>, bool) {
-    match position {
-        Position::Head => (None, true),
-        Position::After(c) => (Some(c.as_str()), false),
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("failed to remove {}", path.display()))
+        }
+        _ => Ok(()),
     }
 }
 
-fn position(cursor: Option<String>, at_head: bool) -> Position {
-    match cursor {
-        Some(c) if !at_head => Position::After(c),
-        _ => Position::Head,
+/// A position written by `Buffer::create` (one line); None when the file does not exist.
+fn read_position(path: &Path) -> Result<Option<Position>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Position::from_line(&text)
+            .map(Some)
+            .with_context(|| format!("{} does not hold a journal position", path.display())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("failed to read {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_numbered_names_are_segments() {
+        assert_eq!(
+            segment_no(OsStr::new("00000012.duckdb"), ".duckdb"),
+            Some(12)
+        );
+        for other in [
+            "00000012.duckdb.wal",
+            "00000012.duckdb.new",
+            "00000012.duckdb.damaged-17",
+            ".duckdb",
+            "x1.duckdb",
+        ] {
+            assert_eq!(segment_no(OsStr::new(other), ".duckdb"), None, "{other}");
+        }
+        assert_eq!(segment_name(7), "00000007.duckdb");
     }
 }

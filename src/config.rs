@@ -12,7 +12,7 @@ use clap::Parser;
 use log::LevelFilter;
 use serde::Deserialize;
 
-use crate::flush::Compression;
+use crate::buffer::Buffer;
 use crate::journal::Source;
 
 /// The config file read when `--config` is not given; a missing default file means defaults.
@@ -29,6 +29,43 @@ impl std::fmt::Display for BadConfig {
 }
 
 impl std::error::Error for BadConfig {}
+
+/// Parquet compression, from the config key `compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zstd,
+    Snappy,
+    None,
+}
+
+impl Compression {
+    pub fn parse(text: &str) -> Option<Compression> {
+        match text {
+            "zstd" => Some(Compression::Zstd),
+            "snappy" => Some(Compression::Snappy),
+            "none" => Some(Compression::None),
+            _ => None,
+        }
+    }
+
+    /// The name the config file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Snappy => "snappy",
+            Compression::None => "none",
+        }
+    }
+
+    /// DuckDB's name for it in `COPY … (COMPRESSION …)`.
+    pub fn sql(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Snappy => "snappy",
+            Compression::None => "uncompressed",
+        }
+    }
+}
 
 /// Options both binaries share.
 #[derive(Debug, Clone, Parser)]
@@ -58,8 +95,13 @@ pub struct CollectorArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Read the journal files in DIR instead of the system and user journals (like journalctl -D)
-    #[arg(long, value_name = "DIR")]
+    /// [config: journal_directory]
+    #[arg(long, value_name = "DIR", conflicts_with = "namespace")]
     pub directory: Option<PathBuf>,
+    /// Read the journald namespace NAME (what units with LogNamespace=NAME log) instead of the
+    /// system and user journals (like journalctl --namespace) [config: namespace]
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
     /// With no saved position, start at the oldest entry instead of the tail
     #[arg(long)]
     pub from_head: bool,
@@ -91,6 +133,7 @@ struct FileConfig {
     state_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     journal_directory: Option<PathBuf>,
+    namespace: Option<String>,
     commit_interval_ms: Option<u64>,
     max_batch_entries: Option<usize>,
     max_batch_mib: Option<usize>,
@@ -98,6 +141,7 @@ struct FileConfig {
     flush_memory_limit: Option<String>,
     flush_threads: Option<u32>,
     handoff_timeout_sec: Option<u64>,
+    journal_reopen_entries: Option<u64>,
     log_level: Option<String>,
     compression: Option<String>,
     flush_every_sec: Option<u64>,
@@ -117,8 +161,10 @@ pub struct Settings {
     /// minute needs more than appending.
     pub flush_memory_limit: String,
     pub flush_threads: u32,
-    /// How long jp-flush waits for the buffer before giving up with exit 75.
+    /// How long jp-flush waits for the sealed segments before giving up with exit 75.
     pub handoff_timeout: Duration,
+    /// A stream's journal is reopened after this many entries (see `streams::REOPEN_EVERY`).
+    pub journal_reopen_entries: u64,
     pub log_level: LevelFilter,
     pub compression: Compression,
     /// The collector flushes completed minutes itself this often (None: jp-flush does it).
@@ -128,7 +174,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn buffer_path(&self) -> PathBuf {
+    /// The buffer: a directory of segments.
+    pub fn buffer(&self) -> Buffer {
+        Buffer::new(self.state_dir.join("buffer"), &self.duckdb_memory_limit)
+    }
+
+    /// Where a buffer of an earlier version (one file) stands, to be adopted.
+    pub fn legacy_buffer_path(&self) -> PathBuf {
         self.state_dir.join("buffer.duckdb")
     }
 
@@ -152,7 +204,10 @@ impl Settings {
         out += &format!("data_dir = {}\n", path(&self.data_dir));
         match &self.source {
             Source::Directory(dir) => out += &format!("journal_directory = {}\n", path(dir)),
-            Source::System => out += "# journal_directory unset: the system and user journals\n",
+            Source::Namespace(name) => out += &format!("namespace = {}\n", toml_string(name)),
+            Source::System => {
+                out += "# journal_directory and namespace unset: the system and user journals\n"
+            }
         }
         out += &format!(
             "commit_interval_ms = {}\n",
@@ -170,6 +225,7 @@ impl Settings {
         );
         out += &format!("flush_threads = {}\n", self.flush_threads);
         out += &format!("handoff_timeout_sec = {}\n", self.handoff_timeout.as_secs());
+        out += &format!("journal_reopen_entries = {}\n", self.journal_reopen_entries);
         out += &format!(
             "log_level = {}\n",
             toml_string(&self.log_level.to_string().to_lowercase())
@@ -182,15 +238,27 @@ impl Settings {
         out
     }
 
-    /// Resolves flags, the config file and the environment into settings.
-    pub fn resolve(common: &CommonArgs, directory: Option<&Path>) -> Result<Settings> {
-        Settings::resolve_with(common, directory, None)
+    /// Resolves flags, the config file and the environment into settings (jp-flush's: no
+    /// collector flags).
+    pub fn resolve(common: &CommonArgs) -> Result<Settings> {
+        Settings::resolve_with(common, None, None, None)
     }
 
-    /// `resolve`, with the collector's `--flush-every`.
-    pub fn resolve_with(
+    /// The collector's settings: `resolve`, with its `--directory`, `--namespace` and
+    /// `--flush-every`.
+    pub fn for_collector(args: &CollectorArgs) -> Result<Settings> {
+        Settings::resolve_with(
+            &args.common,
+            args.directory.as_deref(),
+            args.namespace.as_deref(),
+            args.flush_every,
+        )
+    }
+
+    fn resolve_with(
         common: &CommonArgs,
         directory: Option<&Path>,
+        namespace: Option<&str>,
         flush_every: Option<u64>,
     ) -> Result<Settings> {
         let (file, path) = load_file(common.config.as_deref())?;
@@ -222,9 +290,41 @@ impl Settings {
             .or(file.data_dir)
             .or(systemd_state.map(|s| s.join("data")))
             .unwrap_or_else(|| PathBuf::from("data"));
-        let source = match directory.map(Path::to_path_buf).or(file.journal_directory) {
-            Some(dir) => Source::Directory(dir),
-            None => Source::System,
+        // A source given by a flag replaces the file's (a template unit's --namespace beats a
+        // journal_directory set for the main instance); two in one place are an error.
+        let (dir_given, ns_given) = match (directory, namespace) {
+            (None, None) => (file.journal_directory, file.namespace),
+            (d, n) => (d.map(Path::to_path_buf), n.map(str::to_owned)),
+        };
+        let source = match (dir_given, ns_given) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "namespace",
+                    "journal_directory and namespace name two sources: keep one",
+                )
+                .into())
+            }
+            (Some(dir), None) => Source::Directory(dir),
+            (None, Some(name)) => {
+                // journald's own rule for namespace names (systemd's log_namespace_name_valid).
+                let valid = !name.is_empty()
+                    && name.len() <= 64
+                    && !name.starts_with(['.', '-'])
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+                if !valid {
+                    return Err(bad(
+                        "namespace",
+                        &format!(
+                            "{name:?} is not a journal namespace name (letters, digits, _ - .)"
+                        ),
+                    )
+                    .into());
+                }
+                Source::Namespace(name)
+            }
+            (None, None) => Source::System,
         };
 
         let commit_ms = file.commit_interval_ms.unwrap_or(1000);
@@ -259,6 +359,12 @@ impl Settings {
         let handoff_timeout = file.handoff_timeout_sec.unwrap_or(50);
         if !(1..=3600).contains(&handoff_timeout) {
             return Err(bad("handoff_timeout_sec", "must be between 1 and 3600").into());
+        }
+        let journal_reopen_entries = file
+            .journal_reopen_entries
+            .unwrap_or(crate::streams::REOPEN_EVERY);
+        if !(1..=100_000_000).contains(&journal_reopen_entries) {
+            return Err(bad("journal_reopen_entries", "must be between 1 and 100000000").into());
         }
         let level_text = common
             .log_level
@@ -297,6 +403,7 @@ impl Settings {
             flush_memory_limit,
             flush_threads,
             handoff_timeout: Duration::from_secs(handoff_timeout),
+            journal_reopen_entries,
             log_level,
             compression,
             flush_every,
@@ -375,7 +482,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "commit_intervall_ms = 5\n").unwrap();
-        let err = Settings::resolve(&common_with(&path), None).unwrap_err();
+        let err = Settings::resolve(&common_with(&path)).unwrap_err();
         let text = format!("{err:#}");
         assert!(text.contains(&path.display().to_string()), "{text}");
         assert!(text.contains("commit_intervall_ms"), "{text}");
@@ -387,7 +494,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "duckdb_memory_limit = \"lots\"\n").unwrap();
-        let err = Settings::resolve(&common_with(&path), None).unwrap_err();
+        let err = Settings::resolve(&common_with(&path)).unwrap_err();
         assert!(format!("{err:#}").contains("duckdb_memory_limit"));
         assert_eq!(exit_code_for(&err), 78);
     }
@@ -399,9 +506,9 @@ mod tests {
         std::fs::write(&path, "state_dir = \"/from/file\"\ndata_dir = \"/d\"\n").unwrap();
         let mut common = common_with(&path);
         common.state_dir = Some("/from/flag".into());
-        let s = Settings::resolve(&common, None).unwrap();
+        let s = Settings::resolve(&common).unwrap();
         assert_eq!(s.state_dir, PathBuf::from("/from/flag"));
         assert_eq!(s.data_dir, PathBuf::from("/d"));
-        assert_eq!(s.buffer_path(), PathBuf::from("/from/flag/buffer.duckdb"));
+        assert_eq!(s.buffer().dir(), Path::new("/from/flag/buffer"));
     }
 }

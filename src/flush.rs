@@ -1,11 +1,16 @@
-//! jp-flush: completed minutes → one Parquet file per host and minute, atomically, exactly once.
+//! jp-flush: the completed minutes of the sealed segments → one Parquet file per host and minute,
+//! atomically, exactly once.
 //!
-//! For each (host, minute) that ends before the collector's watermark, the rows are written to a
-//! temporary file beside the final one (a name that does not end in `.parquet`), fsynced, renamed
-//! into place, the directory fsynced, and only then deleted from the buffer. A crash between the
-//! rename and the delete leaves rows that are already in the file: the next run merges them into
-//! the file again, dropping duplicates by `cursor`, so every entry ends up in exactly one file once.
+//! jp-flush asks the collector to seal its segment (`handoff`), attaches every sealed segment to
+//! one DuckDB of its own, and for each (host, minute) that ends before the collector's watermark
+//! writes the rows of every segment holding that minute to a temporary file beside the final one
+//! (a name that does not end in `.parquet`), fsyncs it, renames it into place, fsyncs the
+//! directory, and only then deletes those rows from the segments. A segment left empty is
+//! removed. A crash between the rename and the deletes leaves rows that are already in the file:
+//! the next run merges them into the file again, dropping duplicates by `cursor`, so every entry
+//! ends up in exactly one file once.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -13,13 +18,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use duckdb::params;
+use duckdb::Connection;
 
 use crate::buffer::Buffer;
 use crate::config::{FlushArgs, Settings};
+use crate::handoff::{self, Lease};
 use crate::layout::{make_private_dir, minute_file, sync_dir};
 use crate::row::{BUFFER_ONLY_COLUMNS, COLUMNS};
-use crate::{handoff, service};
+use crate::segment::{duckdb_config, is_damaged, read_collector_state, CollectorState};
+use crate::service;
 
 const MINUTE_USEC: i64 = 60_000_000;
 
@@ -29,42 +36,7 @@ pub struct Report {
     pub files_written: usize,
     pub files_merged: usize,
     pub rows_exported: u64,
-}
-
-/// Parquet compression, from the config key `compression`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Zstd,
-    Snappy,
-    None,
-}
-
-impl Compression {
-    pub fn parse(text: &str) -> Option<Compression> {
-        match text {
-            "zstd" => Some(Compression::Zstd),
-            "snappy" => Some(Compression::Snappy),
-            "none" => Some(Compression::None),
-            _ => None,
-        }
-    }
-
-    /// The name the config file uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::Zstd => "zstd",
-            Compression::Snappy => "snappy",
-            Compression::None => "none",
-        }
-    }
-
-    fn sql(self) -> &'static str {
-        match self {
-            Compression::Zstd => "zstd",
-            Compression::Snappy => "snappy",
-            Compression::None => "uncompressed",
-        }
-    }
+    pub segments_removed: usize,
 }
 
 /// A SQL string literal.
@@ -92,56 +64,246 @@ fn select_list() -> String {
         .join(", ")
 }
 
-/// Writes every completed minute (all minutes with `all`) and deletes those rows.
-/// Runs with DuckDB tuned for exporting (its own memory limit: sorting and buffering a row group
-/// of a busy minute needs more than appending), and puts the buffer's settings back
-/// afterwards, so that a collector flushing by itself appends as before.
-pub fn export(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Report> {
-    buffer.tune(&settings.flush_memory_limit)?;
-    let report = export_minutes(buffer, settings, all);
-    buffer.tune(&settings.duckdb_memory_limit)?;
-    report
+/// The sealed segments, attached to one in-memory DuckDB of jp-flush's own (tuned for exporting:
+/// its own memory limit, and a spill directory in the state directory), with two views for
+/// anyone who wants to look at the buffer as one table: `journal_logs` (every segment's rows)
+/// and `collector_state` (the newest segment's).
+pub struct Attached {
+    conn: Connection,
+    buffer: Buffer,
+    segments: Vec<AttachedSegment>,
 }
 
-fn export_minutes(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Report> {
-    let conn = buffer.connection();
+struct AttachedSegment {
+    no: u64,
+    /// The schema it is attached as.
+    alias: String,
+    /// Its rows may repeat rows of other segments (it read the journal again after a loss).
+    reread: bool,
+}
+
+impl Attached {
+    /// Attaches the segments `sealed`. One that DuckDB finds damaged is set aside, and the
+    /// collector is asked to read its entries again (`Buffer::request_reread`).
+    pub fn open(settings: &Settings, buffer: &Buffer, sealed: &[u64]) -> Result<Attached> {
+        let config = duckdb_config(&settings.flush_memory_limit)
+            .context("failed to configure DuckDB for jp-flush")?;
+        let conn = Connection::open_in_memory_with_flags(config)
+            .context("failed to start DuckDB for jp-flush")?;
+        let spill = settings.state_dir.join("flush.tmp");
+        conn.execute_batch(&format!(
+            "SET temp_directory = {}; SET preserve_insertion_order = false;",
+            quote(&spill.to_string_lossy())
+        ))
+        .context("failed to configure DuckDB for jp-flush")?;
+        let mut segments = Vec::new();
+        for &no in sealed {
+            let alias = format!("s{no}");
+            let path = buffer.segment_path(no);
+            let attached = conn
+                .execute_batch(&format!(
+                    "ATTACH {} AS {alias}",
+                    quote(&path.to_string_lossy())
+                ))
+                .map_err(anyhow::Error::from)
+                .and_then(|()| {
+                    Ok(conn.query_row(
+                        &format!("SELECT bool_or(reread) FROM {alias}.segment_meta"),
+                        [],
+                        |r| r.get::<_, Option<bool>>(0),
+                    )?)
+                })
+                .with_context(|| format!("failed to attach the segment {}", path.display()));
+            match attached {
+                Ok(reread) => segments.push(AttachedSegment {
+                    no,
+                    alias,
+                    reread: reread.unwrap_or(false),
+                }),
+                Err(e) if is_damaged(&e) => {
+                    let _ = conn.execute_batch(&format!("DETACH {alias}"));
+                    let aside = buffer.set_aside(no)?;
+                    buffer.request_reread(no)?;
+                    log::error!(
+                        "{e:#}: the segment is damaged; kept it as {} and asked the collector to \
+                         read its entries from the journal again",
+                        aside.display()
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let attached = Attached {
+            conn,
+            buffer: buffer.clone(),
+            segments,
+        };
+        attached.create_views()?;
+        Ok(attached)
+    }
+
+    fn create_views(&self) -> Result<()> {
+        let columns: Vec<&str> = COLUMNS.iter().map(|(n, _, _)| *n).collect();
+        let columns = columns.join(", ");
+        let sql = match (self.segments.first(), self.segments.last()) {
+            (Some(_), Some(newest)) => {
+                let union: Vec<String> = self
+                    .segments
+                    .iter()
+                    .map(|s| format!("SELECT {columns} FROM {}.journal_logs", s.alias))
+                    .collect();
+                format!(
+                    "CREATE TEMP VIEW journal_logs AS {};
+                     CREATE TEMP VIEW collector_state AS SELECT * FROM {}.collector_state;",
+                    union.join(" UNION ALL "),
+                    newest.alias
+                )
+            }
+            _ => format!(
+                "{}; CREATE TEMP TABLE collector_state (cursor VARCHAR, at_head BOOLEAN,
+                 watermark TIMESTAMP, gaps_total UBIGINT, updated_at TIMESTAMP);",
+                crate::segment::journal_logs_ddl("temp.journal_logs")
+            ),
+        };
+        self.conn
+            .execute_batch(&sql)
+            .context("failed to set up the views of the sealed segments")
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The collector's state as of the seal (the newest segment's).
+    pub fn collector_state(&self) -> Result<Option<CollectorState>> {
+        match self.segments.last() {
+            Some(s) => read_collector_state(&self.conn, &format!("{}.collector_state", s.alias))
+                .with_context(|| {
+                    format!(
+                        "failed to read the position from {}",
+                        self.buffer.segment_path(s.no).display()
+                    )
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// Detaches and removes every segment whose rows are all exported; returns how many.
+    pub fn remove_empty(&mut self) -> Result<usize> {
+        let mut removed = 0;
+        let mut kept = Vec::new();
+        for s in std::mem::take(&mut self.segments) {
+            let rows: u64 = self
+                .conn
+                .query_row(
+                    &format!("SELECT count(*) FROM {}.journal_logs", s.alias),
+                    [],
+                    |r| r.get(0),
+                )
+                .with_context(|| {
+                    format!(
+                        "failed to count the rows of {}",
+                        self.buffer.segment_path(s.no).display()
+                    )
+                })?;
+            if rows > 0 {
+                kept.push(s);
+                continue;
+            }
+            self.conn
+                .execute_batch(&format!("DETACH {}", s.alias))
+                .with_context(|| {
+                    format!(
+                        "failed to detach {}",
+                        self.buffer.segment_path(s.no).display()
+                    )
+                })?;
+            self.buffer.remove(s.no)?;
+            removed += 1;
+        }
+        self.segments = kept;
+        Ok(removed)
+    }
+}
+
+/// One (host, minute) to write, and the segments holding its rows.
+struct Minute {
+    host_dir: String,
+    minute: i64,
+    sources: Vec<usize>,
+}
+
+/// Writes every completed minute of the attached segments (all minutes with `all`), deletes
+/// those rows and removes the segments left empty.
+pub fn export(attached: &mut Attached, settings: &Settings, all: bool) -> Result<Report> {
     let cutoff = if all {
-        i64::MAX
+        None
     } else {
-        match buffer.collector_state()?.and_then(|s| s.watermark_usec) {
+        match attached.collector_state()?.and_then(|s| s.watermark_usec) {
             // Minutes that end at or before the watermark are complete.
-            Some(w) => w - w.rem_euclid(MINUTE_USEC),
+            Some(w) => Some(w - w.rem_euclid(MINUTE_USEC)),
             None => return Ok(Report::default()),
         }
     };
-    let groups: Vec<(String, i64)> = {
-        let mut st = conn.prepare(
-            "SELECT host_dir, epoch_us(minute_key) AS m FROM journal_logs
-             WHERE epoch_us(minute_key) < ? GROUP BY ALL ORDER BY m, host_dir",
-        )?;
-        let rows = st.query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<duckdb::Result<_>>()
-            .with_context(|| format!("failed to list minutes in {}", buffer.path().display()))?
-    };
+    let mut report = export_minutes(attached, settings, cutoff)?;
+    report.segments_removed = attached.remove_empty()?;
+    Ok(report)
+}
+
+/// The minutes of every segment that start before `cutoff` (None: all), in time order.
+fn list_minutes(attached: &Attached, cutoff: Option<i64>) -> Result<Vec<Minute>> {
+    let mut minutes: BTreeMap<(i64, String), Vec<usize>> = BTreeMap::new();
+    let before = cutoff.map_or(String::new(), |c| {
+        format!("WHERE minute_key < make_timestamp({c})")
+    });
+    for (i, s) in attached.segments.iter().enumerate() {
+        let mut st = attached.conn.prepare(&format!(
+            "SELECT DISTINCT host_dir, epoch_us(minute_key) FROM {}.journal_logs {before}",
+            s.alias
+        ))?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (host_dir, minute) = row.with_context(|| {
+                format!(
+                    "failed to list minutes in {}",
+                    attached.buffer.segment_path(s.no).display()
+                )
+            })?;
+            minutes.entry((minute, host_dir)).or_default().push(i);
+        }
+    }
+    Ok(minutes
+        .into_iter()
+        .map(|((minute, host_dir), sources)| Minute {
+            host_dir,
+            minute,
+            sources,
+        })
+        .collect())
+}
+
+fn export_minutes(attached: &Attached, settings: &Settings, cutoff: Option<i64>) -> Result<Report> {
+    let minutes = list_minutes(attached, cutoff)?;
     // Minute files are independent (each written, renamed and its rows deleted on its own), so
     // `flush_threads` of them are written at once, each on a connection of its own (DuckDB runs
     // a query on one thread here): one core a file, with the memory of one row group each.
-    let buffer_path = buffer.path();
-    let workers = (settings.flush_threads as usize).clamp(1, groups.len().max(1));
+    let workers = (settings.flush_threads as usize).clamp(1, minutes.len().max(1));
+    // The workers share these (a DuckDB connection is not shared: each has its own).
+    let (segments, buffer) = (&attached.segments[..], &attached.buffer);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let work = |conn: &duckdb::Connection| -> Result<Report> {
+    let work = |conn: &Connection| -> Result<Report> {
         let mut report = Report::default();
         loop {
             if failed.load(Ordering::Relaxed) {
                 return Ok(report);
             }
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some((host_dir, minute)) = groups.get(i) else {
+            let Some(m) = minutes.get(i) else {
                 return Ok(report);
             };
             let started = Instant::now();
-            let exported = export_minute(conn, buffer_path, settings, host_dir, *minute);
+            let exported = export_minute(conn, segments, buffer, settings, m);
             let Ok((rows, merged)) = exported else {
                 failed.store(true, Ordering::Relaxed);
                 return exported.map(|_| report);
@@ -151,7 +313,7 @@ fn export_minutes(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Rep
             report.rows_exported += rows;
             log::debug!(
                 "{}: {rows} entries in {:?}{}",
-                minute_file(&settings.data_dir, host_dir, *minute).display(),
+                minute_file(&settings.data_dir, &m.host_dir, m.minute).display(),
                 started.elapsed(),
                 if merged {
                     " (merged into the existing file)"
@@ -161,12 +323,13 @@ fn export_minutes(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Rep
             );
         }
     };
+    let conn = &attached.conn;
     let results: Vec<Result<Report>> = std::thread::scope(|scope| {
         let mut handles = Vec::new();
         for _ in 1..workers {
             let conn = conn
                 .try_clone()
-                .with_context(|| format!("failed to connect to {}", buffer_path.display()))?;
+                .context("failed to open another DuckDB connection")?;
             let work = &work;
             handles.push(scope.spawn(move || work(&conn)));
         }
@@ -189,15 +352,28 @@ fn export_minutes(buffer: &Buffer, settings: &Settings, all: bool) -> Result<Rep
     Ok(report)
 }
 
+/// What stands at a minute file's path before it is written.
+enum Existing {
+    Nothing,
+    /// A Parquet file we can read whole: merged with the new rows.
+    Readable,
+    /// A file whose content is damaged: set aside, with the rows of the row groups that could
+    /// still be read copied into the temp table named here (merged like a readable file).
+    Damaged {
+        salvaged: String,
+    },
+}
+
 /// Writes one host's minute; returns the rows taken from the buffer and whether an existing
 /// file was merged.
 fn export_minute(
-    conn: &duckdb::Connection,
-    buffer_path: &Path,
+    conn: &Connection,
+    segments: &[AttachedSegment],
+    buffer: &Buffer,
     settings: &Settings,
-    host_dir: &str,
-    minute: i64,
+    m: &Minute,
 ) -> Result<(u64, bool)> {
+    let host_dir = m.host_dir.as_str();
     // host_dir comes from layout::host_dir: one segment of [A-Za-z0-9.%_~-], never . or ..
     if host_dir.is_empty()
         || host_dir == "."
@@ -208,7 +384,7 @@ fn export_minute(
     {
         bail!("refusing to write under the host directory {host_dir:?}: not a safe path segment");
     }
-    let final_path = minute_file(&settings.data_dir, host_dir, minute);
+    let final_path = minute_file(&settings.data_dir, host_dir, m.minute);
     let dir = final_path.parent().expect("a minute file has a directory");
     make_private_dir(dir)?;
     let name = final_path
@@ -221,31 +397,60 @@ fn export_minute(
     let _ = fs::remove_file(&tmp);
 
     let columns = select_list();
-    let from_buffer = format!(
-        "SELECT {columns} FROM journal_logs WHERE host_dir = {} AND epoch_us(minute_key) = {minute}",
-        quote(host_dir)
+    let sources: Vec<&AttachedSegment> = m.sources.iter().map(|&i| &segments[i]).collect();
+    let which = format!(
+        "host_dir = {} AND minute_key = make_timestamp({})",
+        quote(host_dir),
+        m.minute
     );
-    let existing = final_path.exists() && readable_parquet(conn, &final_path)?;
-    let query = if existing {
-        // Old rows first, so that a row both in the file and in the buffer keeps the file's copy.
-        format!(
-            "SELECT * EXCLUDE (src) FROM (
-                 SELECT *, 0 AS src FROM (SELECT {columns} FROM read_parquet({}))
-                 UNION ALL
-                 SELECT *, 1 AS src FROM ({from_buffer}))
-             QUALIFY row_number() OVER (PARTITION BY cursor ORDER BY src) = 1
-             ORDER BY timestamp, cursor",
+    let from_segments: Vec<String> = sources
+        .iter()
+        .map(|s| {
+            format!(
+                "SELECT {columns} FROM {}.journal_logs WHERE {which}",
+                s.alias
+            )
+        })
+        .collect();
+    let from_segments = from_segments.join(" UNION ALL ");
+    let template = format!("{}.journal_logs", sources[0].alias);
+    let existing = existing_file(conn, &final_path, &template)?;
+    let old_rows = match &existing {
+        Existing::Nothing => None,
+        Existing::Readable => Some(format!(
+            "SELECT {columns} FROM read_parquet({})",
             quote(&final_path.to_string_lossy())
-        )
-    } else {
-        format!("{from_buffer} ORDER BY timestamp, cursor")
+        )),
+        Existing::Damaged { salvaged } => Some(format!("SELECT {columns} FROM {salvaged}")),
+    };
+    // Rows can repeat only where a file is merged again or a segment read the journal again:
+    // only then does the minute pay for finding them.
+    let reread = sources.iter().any(|s| s.reread);
+    let query = match (old_rows, reread) {
+        (None, false) => format!("{from_segments} ORDER BY timestamp, cursor"),
+        (old, _) => {
+            // Old rows first, so that a row both in the file and in the buffer keeps the file's
+            // copy.
+            let old = old.map_or(String::new(), |o| {
+                format!("SELECT *, 0 AS src FROM ({o}) UNION ALL ")
+            });
+            format!(
+                "SELECT * EXCLUDE (src) FROM (
+                     {old}SELECT *, 1 AS src FROM ({from_segments}))
+                 QUALIFY row_number() OVER (PARTITION BY cursor ORDER BY src) = 1
+                 ORDER BY timestamp, cursor"
+            )
+        }
     };
     let copy = format!(
-        "COPY ({query}) TO {} (FORMAT parquet, COMPRESSION {}, ROW_GROUP_SIZE 100000, ROW_GROUP_SIZE_BYTES '64MB')",
+        "COPY ({query}) TO {} (FORMAT parquet, COMPRESSION {}, ROW_GROUP_SIZE 100000, ROW_GROUP_SIZE_BYTES '32MB')",
         quote(&tmp.to_string_lossy()),
         settings.compression.sql()
     );
     let written = conn.execute(&copy, []).map_err(anyhow::Error::from);
+    if let Existing::Damaged { salvaged } = &existing {
+        let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS {salvaged}"));
+    }
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(e.context(format!("failed to write {}", tmp.display())));
@@ -261,69 +466,193 @@ fn export_minute(
         return Err(e).with_context(|| format!("failed to put {} in place", final_path.display()));
     }
     sync_dir(dir)?;
-    let rows = conn
-        .execute(
-            "DELETE FROM journal_logs WHERE host_dir = ? AND epoch_us(minute_key) = ?",
-            params![host_dir, minute],
-        )
-        .with_context(|| {
-            format!(
-                "wrote {} but failed to delete its rows from {} (the next run merges them \
-                 without duplicates)",
-                final_path.display(),
-                buffer_path.display()
+    // One DELETE a segment: a DuckDB transaction writes to one attached database at most.
+    let mut rows = 0;
+    for s in &sources {
+        rows += conn
+            .execute(
+                &format!("DELETE FROM {}.journal_logs WHERE {which}", s.alias),
+                [],
             )
-        })?;
-    Ok((rows as u64, existing))
+            .with_context(|| {
+                format!(
+                    "wrote {} but failed to delete its rows from {} (the next run merges them \
+                     without duplicates)",
+                    final_path.display(),
+                    buffer.segment_path(s.no).display()
+                )
+            })?;
+    }
+    Ok((rows as u64, !matches!(existing, Existing::Nothing)))
 }
 
-/// Whether an existing minute file can be read back; a damaged one is set aside under a name that
-/// says so (`….parquet.damaged-UNIXTIME`), and the minute is rewritten from the buffer.
-fn readable_parquet(conn: &duckdb::Connection, path: &Path) -> Result<bool> {
-    let probe = format!(
-        "SELECT count(*) FROM read_parquet({})",
-        quote(&path.to_string_lossy())
+/// Whether DuckDB's error says that a Parquet file's content is invalid, as opposed to a reason
+/// that lies outside the file (permissions, memory, open files, a full disk), which must never
+/// make us give the file up.
+fn is_invalid_parquet(err: &anyhow::Error) -> bool {
+    let text = format!("{err:#}");
+    let outside = [
+        "Permission denied",
+        "Out of Memory",
+        "Too many open files",
+        "No space left",
+    ];
+    if outside.iter().any(|n| text.contains(n)) {
+        return false;
+    }
+    [
+        "No magic bytes found",
+        "not a parquet file",
+        "Parquet file appears to be corrupt",
+        "Corrupt",
+        "corrupt",
+        "footer",
+        "decompress",
+        "Decompress",
+        "checksum",
+        "Thrift",
+        "thrift",
+        "Invalid Input Error",
+        "Invalid Error",
+        "Out of buffer",
+        "INTERNAL Error",
+    ]
+    .iter()
+    .any(|n| text.contains(n))
+}
+
+/// Looks at what stands at `path`. A file whose content is invalid is set aside under a name
+/// that says so (`….parquet.damaged-UNIXTIME`), after the rows of its readable row groups are
+/// copied out; any other failure to read it is an error, and the file and the rows stay for the
+/// next run.
+fn existing_file(conn: &Connection, path: &Path, template: &str) -> Result<Existing> {
+    match fs::metadata(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Nothing),
+        Err(e) => return Err(e).with_context(|| format!("failed to look at {}", path.display())),
+    }
+    // Opening it ourselves first: a permission or descriptor problem is told apart from damage.
+    File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    let file = quote(&path.to_string_lossy());
+    // Every value of every row: a count alone would read only the footer, and a damaged page
+    // would then fail the merge below as if the cause were outside the file.
+    let probe = conn
+        .execute_batch(&format!(
+            "SELECT bit_xor(hash(t)) FROM read_parquet({file}) t"
+        ))
+        .map_err(anyhow::Error::from);
+    let Err(e) = probe else {
+        return Ok(Existing::Readable);
+    };
+    if !is_invalid_parquet(&e) {
+        return Err(e.context(format!(
+            "failed to read {} (left as it is, with the buffer's rows, for the next run)",
+            path.display()
+        )));
+    }
+    let salvaged = salvage(conn, path, template)?;
+    let kept: u64 = conn.query_row(&format!("SELECT count(*) FROM {salvaged}"), [], |r| {
+        r.get(0)
+    })?;
+    let aside = crate::layout::set_aside(path)?;
+    log::warn!(
+        "{} is damaged ({e:#}); kept it as {} and rewrote the minute from the buffer's rows and \
+         the {kept} rows of its readable row groups",
+        path.display(),
+        aside.display()
     );
-    match conn.query_row(&probe, [], |r| r.get::<_, i64>(0)) {
-        Ok(_) => Ok(true),
-        Err(e) => {
-            let aside = crate::layout::set_aside(path)?;
-            log::warn!(
-                "{} could not be read ({e}); kept it as {} and rewrote the minute from the \
-                 buffer's rows",
-                path.display(),
-                aside.display()
-            );
-            Ok(false)
+    Ok(Existing::Damaged { salvaged })
+}
+
+/// Copies the rows of every row group of a damaged file that can still be read into a temp
+/// table (with the columns of `template`, a segment's table); returns its name. A file whose
+/// footer is gone has none.
+fn salvage(conn: &Connection, path: &Path, template: &str) -> Result<String> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let table = format!("salvaged_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let file = quote(&path.to_string_lossy());
+    let columns = select_list();
+    conn.execute_batch(&format!(
+        "CREATE TEMP TABLE {table} AS SELECT {} FROM {template} LIMIT 0",
+        columns_as_is()
+    ))?;
+    let groups: Vec<(i64, i64)> = conn
+        .prepare(&format!(
+            "SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata({file})
+             ORDER BY row_group_id"
+        ))
+        .and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<duckdb::Result<Vec<_>>>()
+        })
+        .unwrap_or_default();
+    let mut first_row = 0;
+    for (group, n) in groups {
+        let copied = conn.execute_batch(&format!(
+            "INSERT INTO {table} SELECT {columns} FROM read_parquet({file}, file_row_number = true)
+             WHERE file_row_number >= {first_row} AND file_row_number < {}",
+            first_row + n
+        ));
+        if let Err(e) = copied {
+            log::warn!("{}: row group {group} cannot be read: {e}", path.display());
         }
+        first_row += n;
+    }
+    Ok(table)
+}
+
+/// The exported columns by name alone (for a table made from the `journal_logs` view).
+fn columns_as_is() -> String {
+    COLUMNS
+        .iter()
+        .filter(|(name, _, _)| !BUFFER_ONLY_COLUMNS.contains(name))
+        .map(|(name, _, _)| format!("\"{name}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Exports the segments `lease` holds.
+fn flush_lease(settings: &Settings, buffer: &Buffer, lease: &Lease, all: bool) -> Result<Report> {
+    let sealed = lease.sealed(buffer)?;
+    let mut attached = Attached::open(settings, buffer, &sealed)?;
+    export(&mut attached, settings, all)
+}
+
+/// The collector's `--flush-every`: exports the segments below `open`, which it has just
+/// sealed, unless a jp-flush is at work (it does the same).
+pub fn flush_below(settings: &Settings, open: u64, all: bool) -> Result<Report> {
+    let buffer = settings.buffer();
+    match Lease::below(&settings.state_dir, open)? {
+        Some(lease) => flush_lease(settings, &buffer, &lease, all),
+        None => Ok(Report::default()),
     }
 }
 
 pub fn run(args: &FlushArgs) -> Result<()> {
-    let settings = Settings::resolve(&args.common, None)?;
+    let settings = Settings::resolve(&args.common)?;
     if crate::config::check_only(&args.common, &settings) {
         return Ok(());
     }
     service::init_logging(settings.log_level, "jp-flush");
-    let path = settings.buffer_path();
-    if !path.exists() {
-        log::debug!("nothing to flush: there is no buffer at {}", path.display());
+    let buffer = settings.buffer();
+    if !buffer.dir().exists() {
+        log::debug!(
+            "nothing to flush: there is no buffer at {}",
+            buffer.dir().display()
+        );
         return Ok(());
     }
     let started = Instant::now();
-    let mut lease = handoff::acquire(&settings)?;
-    let waited = lease.waited;
-    let result = export(lease.buffer(), &settings, args.all);
-    // Hand the buffer back whatever happened: the rows of a failed minute stay for the next run.
-    let finished = lease.finish();
-    let report = result?;
-    finished?;
+    let lease = handoff::acquire(&settings.state_dir, &buffer, settings.handoff_timeout)?;
+    let report = flush_lease(&settings, &buffer, &lease, args.all)?;
     log::debug!(
-        "got the buffer in {:.1} ms; wrote {} files ({} merged), {} entries, in {:.1} ms",
-        waited.as_secs_f64() * 1e3,
+        "sealed in {:.1} ms; wrote {} files ({} merged), {} entries, removed {} segments, in \
+         {:.1} ms",
+        lease.waited.as_secs_f64() * 1e3,
         report.files_written,
         report.files_merged,
         report.rows_exported,
+        report.segments_removed,
         started.elapsed().as_secs_f64() * 1e3
     );
     Ok(())

@@ -1,22 +1,18 @@
-//! How the collector and jp-flush take turns with the buffer.
+//! How jp-flush gets sealed segments without stopping the collector.
 //!
-//! DuckDB lets one process open a file at a time, and not even read-only beside a writer. The
-//! collector keeps the buffer open and listens on a unix socket, `STATE/handoff.sock`. jp-flush
-//! connects and sends `release`; the collector commits what it has read (rows, position and
-//! watermark), closes the file and answers `released`; jp-flush opens the file, does its work,
-//! closes it and sends `done` (or simply exits). The collector reopens the file and goes on.
+//! The collector listens on a unix socket, `STATE/handoff.sock`. jp-flush connects and sends
+//! `seal`; the collector commits what it has read, closes its segment (no checkpoint: instant),
+//! makes the next one and answers `sealed N`, N being its new segment: every segment below N is
+//! jp-flush's from then on (see `buffer`). The collector goes on reading at once; measured
+//! figures are in the README ("Hand-off").
 //!
-//! Why this route and not open–append–commit–close per batch: closing a DuckDB file checkpoints
-//! it (measured ≈35–40 ms per cycle, worst cases of seconds on a large file), which a collector
-//! would pay every second; here the collector pays it once per flush, and jp-flush waits only for
-//! one commit and one close. Measured figures are in the README ("Hand-off").
-//!
-//! Nothing is lost while jp-flush holds the file: the collector stops reading, and the journal
-//! itself keeps the entries until it resumes. Neither side can block the other forever: a crashed
-//! jp-flush closes its socket (the kernel does it), which the collector takes as `done`; a crashed
-//! or absent collector leaves no listener, and jp-flush opens the file directly.
+//! Neither side can block the other: a crashed jp-flush only closes its socket; a crashed or
+//! absent collector leaves no listener, and jp-flush seals the last segment itself, under the
+//! collector's lock so that no collector starts meanwhile. One jp-flush at a time
+//! (`STATE/flush.lock`): two would attach the same segments.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -25,15 +21,15 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use nix::fcntl::Flock;
 
-use crate::buffer::{is_lock_conflict, Buffer};
-use crate::config::Settings;
+use crate::buffer::Buffer;
+use crate::layout::try_lock;
 
-const RELEASE: &str = "release";
-const RELEASED: &str = "released";
-const DONE: &str = "done";
+const SEAL: &str = "seal";
+const SEALED: &str = "sealed";
 
-/// The buffer could not be had in time: jp-flush exits 75 (EX_TEMPFAIL) for it.
+/// The sealed segments could not be had in time: jp-flush exits 75 (EX_TEMPFAIL) for it.
 #[derive(Debug)]
 pub struct Unavailable(pub String);
 
@@ -79,34 +75,25 @@ impl Listener {
         self.socket.as_fd()
     }
 
-    /// Takes a pending release request, if one is waiting. A peer that connects and says
-    /// something else (or nothing within a second) is dropped.
+    /// Takes a pending seal request, if one is waiting. A peer that connects and says something
+    /// else (or nothing within a second) is dropped.
     pub fn accept(&self) -> Option<Peer> {
         let (stream, _) = self.socket.accept().ok()?;
         stream.set_nonblocking(false).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
         let pid = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
             .map(|c| c.pid())
-            .ok();
+            .unwrap_or(0);
         let mut line = String::new();
         if let Err(e) = BufReader::new(&stream).read_line(&mut line) {
-            log::debug!(
-                "hand-off request from PID {} not read: {e}",
-                pid.unwrap_or(0)
-            );
+            log::debug!("seal request from PID {pid} not read: {e}");
             return None;
         }
-        log::debug!(
-            "hand-off request {:?} from PID {}",
-            line.trim(),
-            pid.unwrap_or(0)
-        );
-        if line.trim() != RELEASE {
+        if line.trim() != SEAL {
             log::warn!(
-                "{}: ignored a request {:?} from PID {}",
+                "{}: ignored a request {:?} from PID {pid}",
                 self.path.display(),
-                line.trim(),
-                pid.unwrap_or(0)
+                line.trim()
             );
             return None;
         }
@@ -120,94 +107,101 @@ impl Drop for Listener {
     }
 }
 
-/// A jp-flush that asked for the buffer.
+/// A jp-flush that asked for a seal.
 pub struct Peer {
     stream: UnixStream,
-    pub pid: Option<i32>,
+    pub pid: i32,
 }
 
 impl Peer {
-    /// Tells the peer that the file is closed and theirs.
-    pub fn grant(&mut self) -> Result<()> {
-        self.stream
-            .write_all(format!("{RELEASED}\n").as_bytes())
-            .context("failed to answer jp-flush")
-    }
-
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.stream.as_fd()
-    }
-
-    /// After the peer's socket polled readable: true when it said `done` or went away.
-    pub fn finished(&mut self) -> bool {
-        self.stream.set_nonblocking(true).ok();
-        let mut buf = [0u8; 64];
-        match self.stream.read(&mut buf) {
-            Ok(0) => true,
-            Ok(n) => String::from_utf8_lossy(&buf[..n]).contains(DONE),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-            Err(_) => true,
+    /// Tells the peer that every segment below `open` is sealed.
+    pub fn answer(mut self, open: u64) {
+        if let Err(e) = self
+            .stream
+            .write_all(format!("{SEALED} {open}\n").as_bytes())
+        {
+            log::debug!(
+                "jp-flush (PID {}) went away before the answer: {e}",
+                self.pid
+            );
         }
     }
 }
 
-/// jp-flush's hold on the buffer. Dropping it closes the file and hands it back.
+/// jp-flush's hold on the sealed segments: every segment below `open`. Dropping it lets the next
+/// jp-flush run.
 pub struct Lease {
-    buffer: Option<Buffer>,
-    collector: Option<UnixStream>,
-    /// How long it took to get the file.
+    _flush_lock: Flock<File>,
+    /// The first segment not sealed (the collector's); None when the buffer has no segment.
+    pub open: Option<u64>,
+    /// How long it took to get them.
     pub waited: Duration,
 }
 
 impl Lease {
-    pub fn buffer(&mut self) -> &mut Buffer {
-        self.buffer
-            .as_mut()
-            .expect("the lease holds the buffer until dropped")
+    /// The collector's own lease, for `--flush-every`: every segment below `open`, which it has
+    /// just sealed. None while a jp-flush runs (that one flushes them).
+    pub fn below(state_dir: &Path, open: u64) -> Result<Option<Lease>> {
+        let started = Instant::now();
+        Ok(try_lock(&state_dir.join("flush.lock"))?.map(|lock| Lease {
+            _flush_lock: lock,
+            open: Some(open),
+            waited: started.elapsed(),
+        }))
     }
 
-    /// Whether a running collector handed the file over (false: none was listening).
-    pub fn from_collector(&self) -> bool {
-        self.collector.is_some()
-    }
-
-    /// Closes the file, then tells the collector it may reopen it.
-    pub fn finish(mut self) -> Result<()> {
-        let closed = match self.buffer.take() {
-            Some(b) => b.close(),
-            None => Ok(()),
-        };
-        if let Some(mut s) = self.collector.take() {
-            let _ = s.write_all(format!("{DONE}\n").as_bytes());
-        }
-        closed
+    /// The sealed segments, oldest first.
+    pub fn sealed(&self, buffer: &Buffer) -> Result<Vec<u64>> {
+        let open = self.open.unwrap_or(0);
+        Ok(buffer
+            .segments()?
+            .into_iter()
+            .filter(|&n| n < open)
+            .collect())
     }
 }
 
-impl Drop for Lease {
-    fn drop(&mut self) {
-        // Close before the socket goes: the collector reopens as soon as it sees EOF.
-        drop(self.buffer.take());
-        drop(self.collector.take());
-    }
-}
-
-/// Gets the buffer for jp-flush: from the running collector through the socket, or directly when
-/// no collector listens. Gives up with `Unavailable` after `settings.handoff_timeout`.
-pub fn acquire(settings: &Settings) -> Result<Lease> {
-    let started = Instant::now();
-    let deadline = started + settings.handoff_timeout;
-    let socket = settings.handoff_socket();
-    let path = settings.buffer_path();
+/// Waits for a lock until `deadline`; `Unavailable` (naming `what`) after it.
+fn lock_until(path: &Path, deadline: Instant, what: &str) -> Result<Flock<File>> {
     let mut pause = Duration::from_millis(5);
-    let mut waiting_for = String::from("the collector did not answer");
+    loop {
+        if let Some(lock) = try_lock(path)? {
+            return Ok(lock);
+        }
+        if Instant::now() + pause >= deadline {
+            bail!(Unavailable(format!(
+                "{what} ({} stays locked)",
+                path.display()
+            )));
+        }
+        sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Gets the sealed segments for jp-flush: sealed by the running collector through the socket, or
+/// by jp-flush itself when no collector listens. Gives up with `Unavailable` after
+/// `handoff_timeout`.
+pub fn acquire(state_dir: &Path, buffer: &Buffer, handoff_timeout: Duration) -> Result<Lease> {
+    let started = Instant::now();
+    let deadline = started + handoff_timeout;
+    let too_late = |why: &str| {
+        Unavailable(format!(
+            "could not get the sealed segments of {} within {} s: {why}",
+            buffer.dir().display(),
+            handoff_timeout.as_secs()
+        ))
+    };
+    let flush_lock = lock_until(
+        &state_dir.join("flush.lock"),
+        deadline,
+        &too_late("another jp-flush is running").to_string(),
+    )?;
+    let socket = state_dir.join("handoff.sock");
+    let mut pause = Duration::from_millis(5);
     loop {
         if Instant::now() >= deadline {
-            bail!(Unavailable(format!(
-                "could not get {} within {} s: {waiting_for}",
-                path.display(),
-                settings.handoff_timeout.as_secs()
-            )));
+            bail!(too_late("the collector did not answer"));
         }
         match UnixStream::connect(&socket) {
             Ok(mut stream) => {
@@ -215,71 +209,67 @@ pub fn acquire(settings: &Settings) -> Result<Lease> {
                 stream
                     .set_read_timeout(Some(remaining.max(Duration::from_millis(1))))
                     .ok();
-                if stream.write_all(format!("{RELEASE}\n").as_bytes()).is_err() {
-                    sleep(pause);
-                    continue;
-                }
-                let mut answer = String::new();
-                match BufReader::new(&stream).read_line(&mut answer) {
-                    Ok(_) if answer.trim() == RELEASED => {
-                        log::debug!(
-                            "the collector released {} after {:.1} ms",
-                            path.display(),
-                            started.elapsed().as_secs_f64() * 1e3
-                        );
-                        let buffer = Buffer::open_waiting(&path, settings, deadline)
-                            .map_err(|e| unavailable_if_locked(e, &path))?;
-                        return Ok(Lease {
-                            buffer: Some(buffer),
-                            collector: Some(stream),
-                            waited: started.elapsed(),
-                        });
+                if stream.write_all(format!("{SEAL}\n").as_bytes()).is_ok() {
+                    let mut answer = String::new();
+                    match BufReader::new(&stream).read_line(&mut answer) {
+                        Ok(_) => {
+                            let open = answer
+                                .trim()
+                                .strip_prefix(SEALED)
+                                .and_then(|n| n.trim().parse::<u64>().ok());
+                            if let Some(open) = open {
+                                log::debug!(
+                                    "the collector sealed the segments below {open} in {:.1} ms",
+                                    started.elapsed().as_secs_f64() * 1e3
+                                );
+                                return Ok(Lease {
+                                    _flush_lock: flush_lock,
+                                    open: Some(open),
+                                    waited: started.elapsed(),
+                                });
+                            }
+                            // EOF: the collector died or stopped mid-request; try again.
+                        }
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                        {
+                            continue; // the deadline check above reports it
+                        }
+                        Err(_) => {}
                     }
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                        continue; // the deadline check above reports it
-                    }
-                    // EOF: the collector died or stopped mid-request; try again.
-                    _ => sleep(pause),
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
-                // No collector listens: open the file directly, waiting while someone holds it
-                // (a collector starting up, another flush).
-                match Buffer::open(&path, settings) {
-                    Ok(buffer) => {
-                        log::debug!(
-                            "no collector listens on {}: opened the buffer directly",
-                            socket.display()
-                        );
-                        return Ok(Lease {
-                            buffer: Some(buffer),
-                            collector: None,
-                            waited: started.elapsed(),
-                        });
-                    }
-                    Err(e) if is_lock_conflict(&e) => {
-                        waiting_for = format!("{e:#}");
-                        sleep(pause);
-                    }
-                    Err(e) => return Err(e),
+                // No collector listens: seal the last segment here, holding the collector's lock
+                // so that none starts meanwhile. A collector that holds it is starting up: its
+                // socket comes next.
+                if let Some(_collector_lock) = try_lock(&state_dir.join("collector.lock"))? {
+                    buffer.clean_leftovers()?;
+                    let open = match buffer.seal_without_collector() {
+                        // The collector sets a damaged last segment aside when it starts; the
+                        // sealed ones below it can be flushed meanwhile.
+                        Err(e) if crate::segment::is_damaged(&e) => {
+                            log::warn!("{e:#}: left for the collector to replace");
+                            buffer.segments()?.last().copied()
+                        }
+                        other => other?,
+                    };
+                    log::debug!(
+                        "no collector listens on {}: sealed the buffer here",
+                        socket.display()
+                    );
+                    return Ok(Lease {
+                        _flush_lock: flush_lock,
+                        open,
+                        waited: started.elapsed(),
+                    });
                 }
             }
             Err(e) => {
                 return Err(e).with_context(|| format!("failed to connect to {}", socket.display()))
             }
         }
+        sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(200));
-    }
-}
-
-fn unavailable_if_locked(err: anyhow::Error, path: &Path) -> anyhow::Error {
-    if is_lock_conflict(&err) {
-        Unavailable(format!(
-            "{} is still held by another process: {err:#}",
-            path.display()
-        ))
-        .into()
-    } else {
-        err
     }
 }

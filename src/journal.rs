@@ -20,6 +20,9 @@ pub enum Source {
     System,
     /// The journal files in one directory (like `journalctl -D DIR`).
     Directory(PathBuf),
+    /// One journald namespace (`sd_journal_open_namespace`, like `journalctl --namespace NAME`):
+    /// what units with `LogNamespace=NAME` log.
+    Namespace(String),
 }
 
 impl std::fmt::Display for Source {
@@ -27,6 +30,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::System => write!(f, "the system and user journals"),
             Source::Directory(dir) => write!(f, "the journal files in {}", dir.display()),
+            Source::Namespace(name) => write!(f, "the journal namespace {name:?}"),
         }
     }
 }
@@ -59,6 +63,12 @@ impl Journal {
             Source::Directory(dir) => {
                 let c = path_cstring(dir)?;
                 unsafe { ffi::sd_journal_open_directory(&mut handle, c.as_ptr(), 0) }
+            }
+            // Flags 0: that namespace alone, not the default one beside it.
+            Source::Namespace(name) => {
+                let c = CString::new(name.as_str())
+                    .context("a namespace name cannot contain a NUL byte")?;
+                unsafe { ffi::sd_journal_open_namespace(&mut handle, c.as_ptr(), 0) }
             }
         };
         if r < 0 {

@@ -1,8 +1,9 @@
 //! journal-parquet: archives the systemd journal as Parquet, exactly once, every field intact.
 //!
-//! The collector (`journal-parquet`) reads the journal through libsystemd into a DuckDB buffer
-//! (`buffer`), committing its journal position with the rows; `jp-flush` takes the buffer over
-//! through the hand-off (`handoff`) and writes completed minutes as Parquet files (`flush`).
+//! The collector (`journal-parquet`, `collector`) reads the journal through libsystemd into a
+//! buffer of DuckDB segments (`buffer`, `segment`), committing its journal position with the
+//! rows; `jp-flush` has it seal its segment (`handoff`) and writes the completed minutes of the
+//! sealed segments as Parquet files (`flush`).
 
 pub mod buffer;
 pub mod collector;
@@ -13,6 +14,7 @@ pub mod journal;
 pub mod layout;
 pub mod position;
 pub mod row;
+pub mod segment;
 pub mod service;
 pub mod streams;
 

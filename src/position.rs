@@ -12,7 +12,52 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::buffer::Position;
+/// Where reading stands, or starts: the collector's committed position, a segment's starting
+/// position, a restart point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    /// Before the first entry: read from the head.
+    Head,
+    /// Right after the entry with this cursor (one cursor per stream, space-separated, for a
+    /// `--directory` source: see `streams`).
+    After(String),
+}
+
+impl Position {
+    /// As stored in a table: a cursor, or NULL and at_head.
+    pub fn columns(&self) -> (Option<&str>, bool) {
+        match self {
+            Position::Head => (None, true),
+            Position::After(c) => (Some(c.as_str()), false),
+        }
+    }
+
+    /// Back from `columns`.
+    pub fn from_columns(cursor: Option<String>, at_head: bool) -> Position {
+        match cursor {
+            Some(c) if !at_head => Position::After(c),
+            _ => Position::Head,
+        }
+    }
+
+    /// One line of text (`head`, or the cursor), as in the state file and a segment's `.start`.
+    pub fn to_line(&self) -> &str {
+        match self {
+            Position::Head => "head",
+            Position::After(c) => c,
+        }
+    }
+
+    /// Back from `to_line`; None for anything that is not a position.
+    pub fn from_line(line: &str) -> Option<Position> {
+        let line = line.trim();
+        if line == "head" {
+            return Some(Position::Head);
+        }
+        let valid = !line.is_empty() && line.split(' ').all(|c| parse_cursor(c).is_some());
+        valid.then(|| Position::After(line.to_owned()))
+    }
+}
 
 /// The parts of a journal cursor (`s=…;i=…;b=…;m=…;t=…;x=…`) that say where an entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,19 +138,12 @@ pub fn read_state_file(path: &Path) -> Result<Option<SavedState>> {
     let text = String::from_utf8(bytes).unwrap_or_default();
     let mut lines = text.lines().map(str::trim);
     let cursor = lines.next().unwrap_or("").to_owned();
-    // A `--directory` source has one cursor per stream, space-separated (see `streams`).
-    let valid = |text: &str| !text.is_empty() && text.split(' ').all(|c| parse_cursor(c).is_some());
     let restart = lines
         .next()
         .and_then(|l| l.strip_prefix(RESTART_PREFIX))
-        .map(|r| {
-            if r == "head" {
-                Some(Position::Head)
-            } else {
-                valid(r).then(|| Position::After(r.to_owned()))
-            }
-        });
-    if !valid(&cursor) || restart == Some(None) {
+        .map(Position::from_line);
+    let valid_cursor = matches!(Position::from_line(&cursor), Some(Position::After(_)));
+    if !valid_cursor || restart == Some(None) {
         let what = if size == 0 {
             "it is empty"
         } else {
@@ -130,10 +168,8 @@ pub fn read_state_file(path: &Path) -> Result<Option<SavedState>> {
 /// Replaces the state file atomically and durably: temp file, fsync, rename, fsync of the dir.
 pub fn write_state_file(path: &Path, state: &SavedState) -> Result<()> {
     let mut text = format!("{}\n", state.cursor);
-    match &state.restart {
-        None => {}
-        Some(Position::Head) => text += &format!("{RESTART_PREFIX}head\n"),
-        Some(Position::After(c)) => text += &format!("{RESTART_PREFIX}{c}\n"),
+    if let Some(r) = &state.restart {
+        text += &format!("{RESTART_PREFIX}{}\n", r.to_line());
     }
     write_atomically(path, text.as_bytes(), 0o640)
 }

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use duckdb::arrow::array::{
-    ArrayRef, Int32Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Array, UInt64Builder,
-    UInt8Builder,
+    ArrayRef, Int32Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder, UInt8Builder,
 };
 use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use duckdb::arrow::record_batch::RecordBatch;
@@ -39,14 +38,10 @@ pub const COLUMNS: &[(&str, &str, bool)] = &[
     // Buffer only, not exported: the entry's directory under DATA (see `layout`), computed once at
     // ingest so that jp-flush can group rows by it.
     ("host_dir", "VARCHAR", false),
-    // Buffer only: the number of the collector's commit that added the row. The oldest commit
-    // with rows left tells where to read again if the buffer is lost (see `buffer`). Nullable:
-    // rows of a schema-1 buffer have none.
-    ("commit_no", "UBIGINT", true),
 ];
 
 /// The buffer columns that are not written to Parquet.
-pub const BUFFER_ONLY_COLUMNS: &[&str] = &["host_dir", "commit_no"];
+pub const BUFFER_ONLY_COLUMNS: &[&str] = &["host_dir"];
 
 /// A DuckDB expression of a `journal_logs` or Parquet row that gives the whole entry as
 /// `journalctl -o json --all` prints it: the columns that hold a field exactly, overlaid with
@@ -557,10 +552,8 @@ impl Batch {
         Schema::new(fields)
     }
 
-    /// Hands the collected rows over as one Arrow batch, all marked with `commit_no`, and starts
-    /// empty again.
-    pub fn take(&mut self, commit_no: u64) -> RecordBatch {
-        let rows = self.rows;
+    /// Hands the collected rows over as one Arrow batch, and starts empty again.
+    pub fn take(&mut self) -> RecordBatch {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.timestamp.finish()),
             Arc::new(self.minute_key.finish()),
@@ -582,7 +575,6 @@ impl Batch {
             Arc::new(self.monotonic_usec.finish()),
             Arc::new(self.source_timestamp.finish()),
             Arc::new(self.host_dir.finish()),
-            Arc::new(UInt64Array::from_value(commit_no, rows)),
         ];
         self.rows = 0;
         self.bytes = 0;
@@ -713,7 +705,7 @@ mod tests {
         ]);
         b.push(&meta(), &exact);
         b.push(&meta(), &inexact);
-        let rb = b.take(1);
+        let rb = b.take();
         use duckdb::arrow::array::AsArray;
         let json = rb
             .column(rb.schema().index_of("fields").unwrap())
@@ -756,7 +748,7 @@ mod tests {
             b"_HOSTNAME=\xff",
         ]);
         b.push(&meta(), &f);
-        let rb = b.take(1);
+        let rb = b.take();
         let col = |n: &str| rb.column(rb.schema().index_of(n).unwrap()).clone();
         use duckdb::arrow::array::{Array, AsArray};
         use duckdb::arrow::datatypes::Int32Type;

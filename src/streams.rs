@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::buffer::Position;
 use crate::journal::{file_seqnum_id, Journal, Source};
 use crate::position::describe_jump;
+use crate::position::Position;
 
 /// At most how often a directory is looked at again after it changed (a burst of renames is one
 /// rescan).
@@ -43,7 +43,7 @@ pub struct Streams {
     watch: Option<nix::sys::inotify::Inotify>,
     changed: bool,
     reopen_every: u64,
-    /// Gaps found while reopening a stream, counted into the position's at the next rescan.
+    /// Gaps found while reopening a stream, not yet taken by `take_gaps`.
     gaps_found: u64,
 }
 
@@ -59,6 +59,10 @@ struct Stream {
     unread_current: bool,
     /// Entries read since `journal` was opened (see `REOPEN_EVERY`).
     read_since_open: u64,
+    /// Its files changed on disk (rotated, vacuumed, a new one): reopen once the journal in hand
+    /// is read to its end. The open journal keeps reading files that were renamed or deleted
+    /// meanwhile (it holds them open), so nothing it could still read is lost to a reopen.
+    reopen_pending: bool,
 }
 
 impl Stream {
@@ -71,17 +75,30 @@ impl Stream {
             read: None,
             unread_current: false,
             read_since_open: 0,
+            reopen_pending: false,
         }
+    }
+
+    /// Whether every file the journal was opened with is still there.
+    fn files_present(&self) -> bool {
+        self.files.iter().all(|f| f.exists())
     }
 
     /// Opens the stream's journal again (its files as they are now) and positions it right
     /// after what was read, or at its head when nothing was.
     fn reopen(&mut self, source: &Source, gaps: &mut u64) -> Result<()> {
-        self.journal = match &self.id {
+        let journal = match &self.id {
             None => Journal::open(source)?,
             Some(_) => Journal::open_files(source, &self.files)?,
         };
+        self.take_up(journal, source, gaps)
+    }
+
+    /// Reads on from `journal` (its files as they are now), right after what was read.
+    fn take_up(&mut self, journal: Journal, source: &Source, gaps: &mut u64) -> Result<()> {
+        self.journal = journal;
         self.read_since_open = 0;
+        self.reopen_pending = false;
         self.unread_current = match &self.read {
             Some(c) => seek_after(&mut self.journal, source, c, gaps)?,
             None => {
@@ -106,7 +123,9 @@ impl Streams {
             gaps_found: 0,
         };
         match source {
-            Source::System => {
+            // journald numbers the entries of all the files of a journal (or a namespace's) in
+            // one stream.
+            Source::System | Source::Namespace(_) => {
                 let journal = Journal::open(source)?;
                 streams.streams.push(Stream::new(None, Vec::new(), journal));
             }
@@ -125,9 +144,10 @@ impl Streams {
                     )
                     .with_context(|| format!("failed to watch {}", dir.display()))?;
                 streams.watch = Some(watch);
-                for (id, files) in streams.scan()? {
-                    let journal = Journal::open_files(source, &files)?;
-                    streams.streams.push(Stream::new(Some(id), files, journal));
+                for id in streams.scan()?.into_keys() {
+                    if let Some((files, journal)) = streams.open_stream(&id)? {
+                        streams.streams.push(Stream::new(Some(id), files, journal));
+                    }
                 }
             }
         }
@@ -158,6 +178,26 @@ impl Streams {
             files.sort();
         }
         Ok(groups)
+    }
+
+    /// Opens the files of stream `id` as they are now. A file can be renamed (rotation) or
+    /// deleted (vacuum) between listing and opening, which fails the open: the directory is
+    /// listed again and the open tried again. None when the stream has no file left.
+    fn open_stream(&self, id: &str) -> Result<Option<(Vec<PathBuf>, Journal)>> {
+        let mut attempt = 0;
+        loop {
+            let Some(files) = self.scan()?.remove(id) else {
+                return Ok(None);
+            };
+            match Journal::open_files(&self.source, &files) {
+                Ok(journal) => return Ok(Some((files, journal))),
+                Err(e) if attempt < 5 && !files.iter().all(|f| f.exists()) => {
+                    log::debug!("{e:#}: a file went away meanwhile; listing again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn source(&self) -> &Source {
@@ -241,8 +281,9 @@ impl Streams {
     /// Moves to the next entry of the current stream, or of the next one that has one; false when
     /// every stream is at its end.
     pub fn step_forward(&mut self) -> Result<bool> {
-        let n = self.streams.len();
-        for _ in 0..n {
+        let mut n = self.streams.len();
+        let mut tried = 0;
+        while tried < n {
             let stream = &mut self.streams[self.current];
             if stream.unread_current {
                 stream.unread_current = false;
@@ -251,9 +292,52 @@ impl Streams {
             if stream.journal.step_forward()? {
                 return Ok(true);
             }
+            if stream.reopen_pending {
+                // Read to the end of what it had open: now take up its files as they are.
+                if self.refresh(self.current)? {
+                    continue; // the same stream, reopened: step it again
+                }
+                // Gone: every file of it was removed, and all it held has been read.
+                n = self.streams.len();
+                if n == 0 {
+                    break;
+                }
+                self.current %= n;
+                continue;
+            }
             self.current = (self.current + 1) % n;
+            tried += 1;
         }
         Ok(false)
+    }
+
+    /// Reopens stream `i` with its files as they are now, right after what it has read.
+    /// Returns false when it has no file left and was dropped.
+    fn refresh(&mut self, i: usize) -> Result<bool> {
+        let id = self.streams[i].id.clone();
+        let Some(id) = id else {
+            let source = self.source.clone();
+            self.streams[i].reopen(&source, &mut self.gaps_found)?;
+            return Ok(true);
+        };
+        match self.open_stream(&id)? {
+            Some((files, journal)) => {
+                let source = self.source.clone();
+                let stream = &mut self.streams[i];
+                stream.files = files;
+                stream.take_up(journal, &source, &mut self.gaps_found)?;
+                Ok(true)
+            }
+            None => {
+                log::info!(
+                    "journal stream {id} in {}: its files were removed after it was read to \
+                     their end",
+                    self.source
+                );
+                self.streams.remove(i);
+                Ok(false)
+            }
+        }
     }
 
     /// The journal standing on the entry `step_forward` found.
@@ -267,13 +351,25 @@ impl Streams {
         let stream = &mut self.streams[self.current];
         stream.read = Some(cursor);
         stream.read_since_open += 1;
-        if stream.read_since_open >= self.reopen_every {
-            stream.reopen(&self.source, &mut self.gaps_found)?;
+        if stream.read_since_open >= self.reopen_every && !stream.reopen_pending {
+            if stream.files_present() {
+                stream.reopen(&self.source, &mut self.gaps_found)?;
+            } else {
+                // A file of it was rotated or vacuumed away: reopening now would lose what the
+                // open journal can still read. Reopen once it is read to its end.
+                stream.reopen_pending = true;
+            }
         }
         Ok(())
     }
 
-    /// Changes `REOPEN_EVERY` (for tests: reopening often must lose and repeat nothing).
+    /// The gaps found while reading (a stream reopened past entries that were gone) since the
+    /// last call: the collector counts them into the position it commits next.
+    pub fn take_gaps(&mut self) -> u64 {
+        std::mem::take(&mut self.gaps_found)
+    }
+
+    /// Changes `REOPEN_EVERY` (config key `journal_reopen_entries`).
     pub fn set_reopen_every(&mut self, entries: u64) {
         self.reopen_every = entries.max(1);
     }
@@ -330,8 +426,7 @@ impl Streams {
     /// For a directory that changed (at most once per `RESCAN_EVERY`): opens new streams (read
     /// from their start) and reopens streams whose files changed (rotation, a new file of the same
     /// source), each positioned right after what it has read.
-    pub fn rescan(&mut self, gaps: &mut u64) -> Result<()> {
-        *gaps += std::mem::take(&mut self.gaps_found);
+    pub fn rescan(&mut self) -> Result<()> {
         if self.rescan_in() != Some(Duration::ZERO) {
             return Ok(());
         }
@@ -339,21 +434,25 @@ impl Streams {
         self.last_scan = Instant::now();
         let groups = self.scan()?;
         let source = self.source.clone();
-        self.streams
-            .retain(|s| s.id.as_ref().is_some_and(|id| groups.contains_key(id)));
+        for stream in &mut self.streams {
+            let now = stream.id.as_ref().and_then(|id| groups.get(id));
+            if now != Some(&stream.files) && !stream.reopen_pending {
+                log::debug!(
+                    "journal stream {} in {source}: files changed; reopening it once the open \
+                     files are read to their end",
+                    stream.id.as_deref().unwrap_or("")
+                );
+                stream.reopen_pending = true;
+            }
+        }
         for (id, files) in groups {
             let existing = self
                 .streams
-                .iter_mut()
-                .find(|s| s.id.as_deref() == Some(id.as_str()));
+                .iter()
+                .any(|s| s.id.as_deref() == Some(id.as_str()));
             match existing {
-                Some(stream) if stream.files == files => {}
-                Some(stream) => {
-                    log::debug!("journal stream {id} in {source}: files changed, reopening");
-                    stream.files = files;
-                    stream.reopen(&source, gaps)?;
-                }
-                None => {
+                true => {}
+                false => {
                     log::info!(
                         "a new journal stream in {source} ({}): reading it from its first entry",
                         files
@@ -362,9 +461,10 @@ impl Streams {
                             .collect::<Vec<_>>()
                             .join(", ")
                     );
-                    let mut journal = Journal::open_files(&source, &files)?;
-                    journal.seek_head()?;
-                    self.streams.push(Stream::new(Some(id), files, journal));
+                    if let Some((files, mut journal)) = self.open_stream(&id)? {
+                        journal.seek_head()?;
+                        self.streams.push(Stream::new(Some(id), files, journal));
+                    }
                 }
             }
         }

@@ -3,4 +3,10 @@
 if [ "$1" -eq 0 ]; then
     systemctl --no-reload disable --now jp-flush.timer journal-parquet.service || :
     systemctl stop jp-flush.service || :
+    # The namespace instances (journal-parquet@NAME.service, jp-flush@NAME.timer) enabled.
+    for link in /etc/systemd/system/*.wants/journal-parquet@?*.service \
+        /etc/systemd/system/*.wants/jp-flush@?*.timer; do
+        [ -L "$link" ] && systemctl --no-reload disable --now "${link##*/}" || :
+    done
+    systemctl stop 'jp-flush@*.service' 'journal-parquet@*.service' || :
 fi

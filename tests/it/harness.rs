@@ -114,15 +114,35 @@ impl TestDir {
             log_level: None,
             check_config: false,
         };
-        Settings::resolve(&common, None).unwrap()
+        Settings::resolve(&common).unwrap()
     }
 
-    /// Runs `f` on the buffer, through the hand-off (so it works while a collector runs).
+    /// Runs `f` on the buffer as one table (`journal_logs`, and the newest `collector_state`),
+    /// through a seal (so it works while a collector runs): every row committed so far.
     pub fn with_buffer<T>(&self, f: impl FnOnce(&duckdb::Connection) -> T) -> T {
-        let mut lease = journal_parquet::handoff::acquire(&self.settings()).expect("get buffer");
-        let out = f(lease.buffer().connection());
-        lease.finish().unwrap();
-        out
+        let settings = self.settings();
+        let buffer = settings.buffer();
+        let lease = journal_parquet::handoff::acquire(
+            &settings.state_dir,
+            &buffer,
+            settings.handoff_timeout,
+        )
+        .expect("seal the buffer");
+        let sealed = lease.sealed(&buffer).unwrap();
+        let attached = journal_parquet::flush::Attached::open(&settings, &buffer, &sealed)
+            .expect("attach the sealed segments");
+        f(attached.connection())
+    }
+
+    /// The buffer's segment files (`STATE/buffer/NNNNNNNN.duckdb`), oldest first.
+    pub fn segments(&self) -> Vec<PathBuf> {
+        let buffer = self.settings().buffer();
+        buffer
+            .segments()
+            .unwrap()
+            .into_iter()
+            .map(|n| buffer.segment_path(n))
+            .collect()
     }
 
     /// cursor → number of rows with it.
@@ -186,6 +206,49 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("failed to run {cmd:?}: {e}"))
+}
+
+/// Runs a command to completion like `run`, watching its peak RSS (VmHWM, KiB) as it goes.
+pub fn run_measuring_peak_rss(cmd: &mut Command) -> (Output, u64) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("failed to run {cmd:?}: {e}"));
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    // Its stderr is read beside it, so that a chatty run never blocks on a full pipe.
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut text).unwrap();
+        text
+    });
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            if let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = reader.join().unwrap();
+    (
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr,
+        },
+        peak,
+    )
 }
 
 pub fn stderr(out: &Output) -> String {

@@ -16,8 +16,20 @@ const UNITS: [&str; 3] = [
     "jp-flush.timer",
 ];
 
+/// The template units (a journald namespace each), and the plain unit each one follows.
+const TEMPLATES: [(&str, &str); 3] = [
+    ("journal-parquet@.service", "journal-parquet.service"),
+    ("jp-flush@.service", "jp-flush.service"),
+    ("jp-flush@.timer", "jp-flush.timer"),
+];
+
+/// A unit file name, or a template's with an instance name filled in.
+fn instance(unit: &str) -> String {
+    unit.replace("@.", "@jpdemo.")
+}
+
 /// Every file both packages install, with its mode: the one list, as the tests expect it.
-const PACKAGE_FILES: [(&str, &str); 10] = [
+const PACKAGE_FILES: [(&str, &str); 13] = [
     ("/etc/journal-parquet/config.toml", "644"),
     ("/usr/bin/journal-parquet", "755"),
     ("/usr/bin/jp-flush", "755"),
@@ -28,6 +40,9 @@ const PACKAGE_FILES: [(&str, &str); 10] = [
     ("/usr/lib/systemd/system/journal-parquet.service", "644"),
     ("/usr/lib/systemd/system/jp-flush.service", "644"),
     ("/usr/lib/systemd/system/jp-flush.timer", "644"),
+    ("/usr/lib/systemd/system/journal-parquet@.service", "644"),
+    ("/usr/lib/systemd/system/jp-flush@.service", "644"),
+    ("/usr/lib/systemd/system/jp-flush@.timer", "644"),
     ("/usr/lib/sysusers.d/journal-parquet.conf", "644"),
     ("/usr/share/doc/journal-parquet/LICENSE", "644"),
     ("/usr/share/doc/journal-parquet/README.md", "644"),
@@ -78,21 +93,26 @@ fn expected_files(extra: &[&str]) -> Vec<String> {
     files
 }
 
+/// Every unit file we ship, templates included.
+fn all_units() -> impl Iterator<Item = &'static str> {
+    UNITS.into_iter().chain(TEMPLATES.iter().map(|(t, _)| *t))
+}
+
 /// Guards the units against typos and directives systemd does not know: `systemd-analyze verify`
-/// with ExecStart= pointed at the binaries just built.
+/// with ExecStart= pointed at the binaries just built (a template as an instance of it).
 #[test]
 fn units_pass_systemd_analyze_verify() {
     let t = TestDir::new();
-    for unit in UNITS {
+    for unit in all_units() {
         let text = std::fs::read_to_string(manifest_dir().join("units").join(unit)).unwrap();
         let text = text
             .replace("/usr/bin/journal-parquet", COLLECTOR)
             .replace("/usr/bin/jp-flush", FLUSH);
-        write_file(&t.path().join(unit), &text);
+        write_file(&t.path().join(instance(unit)), &text);
     }
     let out = run(Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
-        .args(UNITS.iter().map(|u| t.path().join(u))));
+        .args(all_units().map(|u| t.path().join(instance(u)))));
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "systemd-analyze verify: {}\n{}",
@@ -101,13 +121,58 @@ fn units_pass_systemd_analyze_verify() {
     );
 }
 
-/// Guards the sandbox: `systemd-analyze security --offline=yes` rates both services at most 2.0.
+/// Guards the template units: each says what its plain unit says, but for the lines that name
+/// the instance (comments, Description=, After=, ExecStart=, StateDirectory=, Also=), so that a
+/// hardening or a fix made to one is made to both.
+#[test]
+fn template_units_follow_their_plain_units() {
+    let directives = |unit: &str| -> Vec<String> {
+        std::fs::read_to_string(manifest_dir().join("units").join(unit))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter(|l| {
+                ![
+                    "Description=",
+                    "After=",
+                    "ExecStart=",
+                    "StateDirectory=",
+                    "Also=",
+                ]
+                .iter()
+                .any(|d| l.starts_with(d))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    for (template, plain) in TEMPLATES {
+        assert_eq!(
+            directives(template),
+            directives(plain),
+            "{template} against {plain}"
+        );
+        let text = std::fs::read_to_string(manifest_dir().join("units").join(template)).unwrap();
+        if template.ends_with(".service") {
+            assert!(
+                text.contains("--state-dir %S/journal-parquet/namespace/%i --data-dir %S/journal-parquet/namespace/%i/data"),
+                "{template} keeps each namespace in directories of its own"
+            );
+        }
+    }
+}
+
+/// Guards the sandbox: `systemd-analyze security --offline=yes` rates every service (template
+/// instances too) at most 2.0.
 #[test]
 fn services_expose_at_most_2_0() {
-    for unit in ["journal-parquet.service", "jp-flush.service"] {
+    let t = TestDir::new();
+    for unit in all_units().filter(|u| u.ends_with(".service")) {
+        let text = std::fs::read_to_string(manifest_dir().join("units").join(unit)).unwrap();
+        let path = t.path().join(instance(unit));
+        write_file(&path, &text);
         let out = run(Command::new("systemd-analyze")
             .args(["security", "--offline=yes", "--no-pager"])
-            .arg(manifest_dir().join("units").join(unit)));
+            .arg(&path));
         let text = stdout(&out);
         let score: f64 = text
             .lines()
@@ -400,6 +465,24 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
     ));
     let logged = Instant::now();
 
+    // A journald namespace, archived by the template units: enabling one is the whole set-up.
+    // Its entries go to its own tree, and only there (the main collector reads the default
+    // namespace). Waited for together with the markers above.
+    guest.ok("systemctl enable --now journal-parquet@jpdemo.service");
+    assert_eq!(
+        guest.ok("systemctl is-enabled journal-parquet@jpdemo.service jp-flush@jpdemo.timer"),
+        "enabled\nenabled\n"
+    );
+    let ns_id = format!("{run_id}-ns");
+    let ns_markers = 20;
+    guest.ok(&format!(
+        "systemd-run --wait --quiet -p LogNamespace=jpdemo \
+         sh -c 'for i in $(seq 1 {ns_markers}); do echo {ns_id}-$i; done'"
+    ));
+    let ns_data = guest
+        .root()
+        .join("var/lib/journal-parquet/namespace/jpdemo/data");
+
     // Only the timer writes Parquet here; the minute of the last marker is complete 5 s after it
     // ends, and written at the next tick: at most about two minutes.
     let data = guest.root().join("var/lib/journal-parquet/data");
@@ -411,7 +494,7 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
             .filter(|r| {
                 r["message"]
                     .as_str()
-                    .is_some_and(|m| m.starts_with(&run_id))
+                    .is_some_and(|m| m.starts_with(&run_id) && !m.starts_with(&ns_id))
             })
             .map(|r| Marker {
                 file: r["_file"].as_str().unwrap().to_owned(),
@@ -419,16 +502,41 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
                 timestamp_usec: r["timestamp"].as_i64().unwrap(),
             })
             .collect();
-        if found.len() >= markers {
+        let ns_found = parquet_rows(&ns_data)
+            .iter()
+            .filter(|r| r["message"].as_str().is_some_and(|m| m.starts_with(&ns_id)))
+            .count();
+        if found.len() >= markers && ns_found >= ns_markers {
             break;
         }
         std::thread::sleep(Duration::from_secs(2));
     }
     let waited = logged.elapsed();
+    let mut ns_count: BTreeMap<String, usize> = BTreeMap::new();
+    for r in parquet_rows(&ns_data) {
+        if let Some(m) = r["message"].as_str().filter(|m| m.starts_with(&ns_id)) {
+            *ns_count.entry(m.to_owned()).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        ns_count.len(),
+        ns_markers,
+        "namespace markers in {}: {ns_count:?}",
+        ns_data.display()
+    );
+    assert!(ns_count.values().all(|&n| n == 1), "{ns_count:?}");
+    assert_eq!(
+        guest.ok("systemctl is-active journal-parquet@jpdemo.service jp-flush@jpdemo.timer"),
+        "active\nactive\n"
+    );
     let rows = parquet_rows(&data);
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
     for r in &rows {
         if let Some(m) = r["message"].as_str().filter(|m| m.starts_with(&run_id)) {
+            assert!(
+                !m.starts_with(&ns_id),
+                "{m}: a namespace entry in the main archive"
+            );
             *count.entry(m).or_default() += 1;
         }
     }
@@ -460,7 +568,7 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
     let status = guest.sh("systemctl status --no-pager journal-parquet.service");
     let status = stdout(&status);
     assert!(
-        status.contains("Status: \"") && status.contains("entries buffered"),
+        status.contains("Status: \"") && status.contains("entries read since start"),
         "{status}"
     );
 
@@ -594,7 +702,7 @@ fn rpm_installs_starts_and_erases_in_a_real_systemd() {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         let status = guest.ok("systemctl show -p StatusText --value journal-parquet.service");
-        if !status.starts_with("0 entries buffered") && status.contains("entries buffered") {
+        if !status.starts_with("0 entries read") && status.contains("entries read since start") {
             break;
         }
         assert!(Instant::now() < end, "the collector read nothing: {status}");

@@ -692,13 +692,19 @@ fn damaged_state_file_is_named_and_the_buffer_position_wins() {
     }
 }
 
-/// Guards the recovery from a lost buffer: damaged (its header overwritten) or deleted, with
-/// entries in it not yet written to Parquet. The damaged file is kept aside under a name that
-/// says so, a new buffer starts from the state file's restart point, and the Parquet tree ends up
-/// with every entry the journal holds exactly once.
+/// Guards the recovery from a lost segment, with entries in it not yet written to Parquet: the
+/// collector's own segment damaged (its header overwritten), a sealed segment damaged (found by
+/// jp-flush), or the whole buffer deleted. A damaged file is kept aside under a name that says
+/// so, the journal is read again from where the lost segment started (the state file's restart
+/// point when everything is gone), and the Parquet tree ends up with every entry the journal
+/// holds exactly once.
 #[test]
 fn damaged_or_deleted_buffer_is_replaced_and_nothing_is_lost() {
-    for damage in ["damaged", "deleted"] {
+    for damage in [
+        "open segment damaged",
+        "sealed segment damaged",
+        "buffer deleted",
+    ] {
         let journald = Journald::start();
         let t = TestDir::new();
         let dir = journald.dir.to_str().unwrap().to_owned();
@@ -708,44 +714,60 @@ fn damaged_or_deleted_buffer_is_replaced_and_nothing_is_lost() {
             }
             journald.wait_written(&format!("{what}-299"));
         };
+        let overwrite_header = |path: &Path| {
+            use std::io::{Seek, Write};
+            let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            f.seek(std::io::SeekFrom::Start(0)).unwrap();
+            f.write_all(&[0x5a; 16384]).unwrap();
+        };
         batch("flushed");
         run_ok(&mut t.collector(&["--directory", &dir, "--from-head", "--once"]));
         final_flush(&t);
         batch("buffered");
         run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
-        assert_eq!(t.query_u64("SELECT count(*) FROM journal_logs"), 300);
 
-        let buffer = t.state().join("buffer.duckdb");
-        if damage == "damaged" {
-            use std::io::{Seek, Write};
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&buffer)
-                .unwrap();
-            f.seek(std::io::SeekFrom::Start(0)).unwrap();
-            f.write_all(&[0x5a; 16384]).unwrap();
-        } else {
-            std::fs::remove_file(&buffer).unwrap();
-            let _ = std::fs::remove_file(t.state().join("buffer.duckdb.wal"));
+        let mut log = String::new();
+        match damage {
+            "open segment damaged" => {
+                // The 300 rows are in the collector's own segment, the last one.
+                overwrite_header(&t.segments().pop().unwrap());
+            }
+            "sealed segment damaged" => {
+                // Sealing moves them into a segment of jp-flush's: the one before the last.
+                assert_eq!(t.query_u64("SELECT count(*) FROM journal_logs"), 300);
+                let segments = t.segments();
+                overwrite_header(&segments[segments.len() - 2]);
+                let out = run_ok(&mut t.flush(&[]));
+                log += &stderr(&out);
+                assert!(
+                    log.contains("read its entries from the journal again"),
+                    "{log}"
+                );
+            }
+            _ => std::fs::remove_dir_all(t.state().join("buffer")).unwrap(),
         }
         batch("after");
         let out = run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
-        let err = stderr(&out);
-        eprintln!("{damage}: {}", err.trim());
-        assert!(err.contains("restart point"), "{damage}: {err}");
+        log += &stderr(&out);
+        eprintln!("{damage}: {}", log.trim());
+        let expected = match damage {
+            "sealed segment damaged" => "reading the journal again",
+            _ => "restart point",
+        };
+        assert!(log.contains(expected), "{damage}: {log}");
         let aside = files_ending(&t.state(), "")
             .into_iter()
-            .filter(|p| p.to_string_lossy().contains("buffer.duckdb.damaged-"))
+            .filter(|p| p.to_string_lossy().contains(".duckdb.damaged-"))
             .count();
-        if damage == "damaged" {
-            assert!(err.contains("kept it as"), "{err}");
-            assert!(aside >= 1, "the damaged buffer is kept aside");
+        if damage.ends_with("damaged") {
+            assert!(log.contains("kept it as"), "{log}");
+            assert_eq!(aside, 1, "the damaged segment is kept aside");
         } else {
             assert_eq!(aside, 0);
         }
         final_flush(&t);
         let n = assert_exactly_once(&journal_cursors(&journald.dir), &parquet_cursors(&t.data()));
-        eprintln!("buffer {damage} with 300 entries not yet flushed: 0 lost, 0 duplicated of {n}");
+        eprintln!("{damage} with 300 entries not yet flushed: 0 lost, 0 duplicated of {n}");
     }
 }
 
@@ -853,4 +875,132 @@ fn field_names_that_are_not_utf8_arrive_percent_encoded() {
     let fields = &rows[0]["_entry"];
     assert_eq!(fields["X%FFAMEX"], "value1", "{fields}");
     assert_eq!(fields["MESSAGE"], "odd name");
+}
+
+/// Guards the archive of a fleet, with the real parts: four hosts' journals sent by four
+/// `systemd-journal-upload` processes over loopback HTTP to a `systemd-journal-remote`, whose
+/// output directory the collector follows while it is killed (-9) at random moments and jp-flush
+/// runs beside it. Every entry arrives once, in the directory of its own host.
+#[test]
+fn fleet_through_journal_upload_and_remote_arrives_once_per_host() {
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 8000 --hosts 4 --seed 41 --duration 20m");
+    let received = t.path().join("remote");
+    std::fs::create_dir_all(&received).unwrap();
+    // A free loopback port: bound, read, released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut remote = KillOnDrop(
+        Command::new("/lib/systemd/systemd-journal-remote")
+            .arg(format!("--listen-http=127.0.0.1:{port}"))
+            .arg(format!("--output={}/", received.display()))
+            .arg("--split-mode=host")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start systemd-journal-remote (Debian package systemd-journal-remote)"),
+    );
+    eventually(Duration::from_secs(20), "journal-remote to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let dir = received.to_str().unwrap().to_owned();
+    let collector = t.collector(&["--directory", &dir, "--from-head"]);
+    let storm_thread = storm(
+        move || same_command(&collector),
+        nix::sys::signal::Signal::SIGKILL,
+        30,
+        (100, 600),
+        43,
+        stop.clone(),
+    );
+    let flush = t.flush(&[]);
+    let flusher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let _ = same_command(&flush).stdin(Stdio::null()).output();
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    let uploads: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "journal"))
+        .enumerate()
+        .map(|(i, file)| {
+            Command::new("/lib/systemd/systemd-journal-upload")
+                .arg(format!("--url=http://127.0.0.1:{port}"))
+                .arg(format!("--file={}", file.display()))
+                .arg("--follow=no")
+                .arg(format!(
+                    "--save-state={}",
+                    t.path().join(format!("upload-{i}.state")).display()
+                ))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start systemd-journal-upload")
+        })
+        .collect();
+    assert_eq!(uploads.len(), 4, "one journal file per host");
+    for u in uploads {
+        let out = u.wait_with_output().unwrap();
+        assert!(out.status.success(), "journal-upload: {}", stderr(&out));
+    }
+    // Let the storm go on a little after the last upload, then stop everything.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    let (kills, exits) = storm_thread.join().unwrap();
+    flusher.join().unwrap();
+    sigterm(&remote);
+    wait_with_limit(&mut remote, Duration::from_secs(10));
+
+    run_ok(&mut t.collector(&["--directory", &dir, "--once"]));
+    final_flush(&t);
+    // journal-remote gives the entries cursors of its own: an entry is known by its host, boot
+    // and timestamps.
+    let key = |e: &serde_json::Value| {
+        [
+            "_HOSTNAME",
+            "_BOOT_ID",
+            "__REALTIME_TIMESTAMP",
+            "__MONOTONIC_TIMESTAMP",
+        ]
+        .map(|f| e[f].as_str().unwrap_or("").to_owned())
+    };
+    let sent: BTreeSet<[String; 4]> = journalctl_json(&corpus).values().map(key).collect();
+    let mut arrived: BTreeMap<[String; 4], usize> = BTreeMap::new();
+    for row in parquet_rows(&t.data()) {
+        let entry = &row["_entry"];
+        let host = entry["_HOSTNAME"].as_str().unwrap_or("");
+        assert!(
+            row["_file"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{host}/")),
+            "an entry of {host} in {}",
+            row["_file"]
+        );
+        *arrived.entry(key(entry)).or_default() += 1;
+    }
+    let twice = arrived.values().filter(|&&n| n > 1).count();
+    let lost = sent.iter().filter(|k| !arrived.contains_key(*k)).count();
+    assert_eq!(
+        (lost, twice, arrived.len()),
+        (0, 0, sent.len()),
+        "lost, duplicated, arrived"
+    );
+    eprintln!(
+        "fleet of 4 through journal-upload and journal-remote, {kills} kill -9 of the collector \
+         {exits:?}: 0 lost, 0 duplicated of {}",
+        sent.len()
+    );
 }

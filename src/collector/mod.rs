@@ -1,0 +1,451 @@
+//! The collector: journal → open segment of the buffer, exactly once.
+//!
+//! Each commit appends a batch of rows and records the position after the last one in the same
+//! DuckDB transaction, then mirrors it to the state file. A crash at any instant therefore
+//! leaves the segment holding exactly the entries up to its recorded position, and the next start
+//! resumes right after it. When jp-flush asks, the open segment is sealed and a new one opened
+//! (`writer::Writer::seal`), in milliseconds: the collector never waits for an export.
+//!
+//! Rooms: `reader` reads the journal, `writer` commits and seals, `status` speaks to systemd,
+//! `resume` decides where to start; this module runs the event loop between them.
+
+mod reader;
+mod resume;
+mod status;
+mod writer;
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::config::{CollectorArgs, Settings};
+use crate::flush::Report;
+use crate::handoff::{Listener, Peer};
+use crate::journal::Source;
+use crate::position::Position;
+use crate::row::Batch;
+use crate::segment::CollectorState;
+use crate::service;
+use crate::streams::Streams;
+
+use reader::{Fill, Limits, Reader};
+use resume::Found;
+use status::{now_usec, Figures, Status};
+use writer::Writer;
+
+/// Entries stamped this long before the moment the journal was last found caught up may be
+/// considered complete: journald stamps an entry and writes it in one step.
+const WATERMARK_GRACE: Duration = Duration::from_secs(5);
+/// At a seal, a batch in hand up to this size is committed into the sealed segment (cheap); a
+/// larger one stays in hand for the next segment, so that a seal never waits for a big commit.
+const SEAL_COMMITS_UP_TO: usize = 5000;
+
+struct Collector {
+    settings: Settings,
+    limits: Limits,
+    reader: Reader,
+    writer: Writer,
+    batch: Batch,
+    /// When the oldest uncommitted entry of the batch in hand was read.
+    pending_since: Option<Instant>,
+    /// When reading last found the journal caught up (µs since the epoch); None while behind.
+    caught_up_at: Option<i64>,
+    status: Status,
+    /// The longest a seal stopped reading.
+    longest_stall: Duration,
+    /// `--flush-every`: the export running beside the collector, if any.
+    background_flush: Option<JoinHandle<Result<Report>>>,
+}
+
+impl Collector {
+    fn figures(&self) -> Figures {
+        Figures {
+            segment_rows: self.writer.segment_rows,
+            committed_total: self.writer.committed_total,
+            newest_usec: self.reader.newest_usec,
+            caught_up: self.caught_up_at.is_some(),
+        }
+    }
+
+    fn refresh_status(&mut self, force: bool) {
+        let figures = self.figures();
+        self.status.refresh(&figures, force);
+    }
+
+    /// The watermark that may be committed now: every entry stamped before it has been read,
+    /// and none of the batch in hand when that batch is not part of the commit.
+    fn watermark(&self, with_batch: bool) -> Option<i64> {
+        let w = self
+            .caught_up_at
+            .map(|t| t - WATERMARK_GRACE.as_micros() as i64)?;
+        match (with_batch, self.batch.oldest_usec()) {
+            (false, Some(oldest)) => Some(w.min(oldest)),
+            _ => Some(w),
+        }
+    }
+
+    /// Starts committing the batch in hand (possibly empty) with the position and watermark.
+    fn commit(&mut self) -> Result<()> {
+        let rows = (!self.batch.is_empty()).then(|| self.batch.take());
+        let position = self.reader.journal.position().map(Position::After);
+        let watermark = self.watermark(true);
+        *self.writer.gaps_total_mut() += self.reader.journal.take_gaps();
+        self.writer.commit(rows, position, watermark)?;
+        self.pending_since = None;
+        Ok(())
+    }
+
+    /// Commits the batch in hand and waits until it is durable.
+    fn commit_now(&mut self) -> Result<()> {
+        self.commit()?;
+        self.writer.settle()
+    }
+
+    /// Seals the open segment for jp-flush (or for the collector's own `--flush-every`) and
+    /// returns the new segment's number. A small batch in hand goes into the sealed segment; a
+    /// large one stays in hand, and only the watermark moves.
+    fn seal(&mut self) -> Result<u64> {
+        let asked = Instant::now();
+        if self.batch.len() <= SEAL_COMMITS_UP_TO {
+            self.commit()?;
+        } else {
+            let watermark = self.watermark(false);
+            self.writer.commit(None, None, watermark)?;
+        }
+        let sealed = self.writer.seal()?;
+        if let Some(p) = sealed.rewind_to {
+            // Everything from there is read again; the batch in hand is part of it.
+            drop(self.batch.take());
+            self.pending_since = None;
+            self.reader
+                .journal
+                .position_at(Some(&p), false, self.writer.gaps_total_mut())?;
+        }
+        let stall = asked.elapsed();
+        self.longest_stall = self.longest_stall.max(stall);
+        log::debug!(
+            "sealed the segment below {} in {:.1} ms (longest {:.1} ms)",
+            sealed.open,
+            stall.as_secs_f64() * 1e3,
+            self.longest_stall.as_secs_f64() * 1e3
+        );
+        Ok(sealed.open)
+    }
+
+    fn answer(&mut self, peer: Peer) -> Result<()> {
+        let open = self.seal()?;
+        peer.answer(open);
+        self.refresh_status(true);
+        Ok(())
+    }
+
+    /// `--flush-every`: seals, then exports the sealed segments on a thread of its own while
+    /// reading goes on. A failed export is logged; its rows stay for the next one.
+    fn flush_here(&mut self) -> Result<()> {
+        if let Some(previous) = self.background_flush.take() {
+            if !previous.is_finished() {
+                self.background_flush = Some(previous);
+                return Ok(());
+            }
+            log_flush(previous);
+        }
+        let open = self.seal()?;
+        let settings = self.settings.clone();
+        let thread = std::thread::Builder::new()
+            .name("flush".into())
+            .spawn(move || crate::flush::flush_below(&settings, open, false))
+            .context("failed to start a flush thread")?;
+        self.background_flush = Some(thread);
+        Ok(())
+    }
+}
+
+fn log_flush(thread: JoinHandle<Result<Report>>) {
+    match thread.join() {
+        Ok(Ok(r)) => log::debug!(
+            "flushed {} entries into {} files ({} merged)",
+            r.rows_exported,
+            r.files_written,
+            r.files_merged
+        ),
+        Ok(Err(e)) => log::error!("{e:#}"),
+        Err(_) => log::error!("the flush thread panicked"),
+    }
+}
+
+/// Runs the collector until SIGTERM/SIGINT (or, with `--once`, until caught up).
+pub fn run(args: &CollectorArgs) -> Result<()> {
+    let settings = Settings::for_collector(args)?;
+    if crate::config::check_only(&args.common, &settings) {
+        return Ok(());
+    }
+    service::init_logging(settings.log_level, "journal-parquet");
+    let mut signals = service::Signals::block()?;
+
+    crate::layout::make_private_dir(&settings.state_dir)
+        .context("cannot use the state directory")?;
+    let _lock = resume::lock_state_dir(&settings.state_dir)?;
+    let buffer = settings.buffer();
+    let found = resume::find_open_segment(&settings, &buffer)?;
+
+    if let Source::Directory(dir) = &settings.source {
+        if !dir.is_dir() {
+            bail!(
+                "failed to read journal directory {}: not a directory",
+                dir.display()
+            );
+        }
+    }
+    let mut journal = Streams::open(&settings.source)?;
+    journal.set_reopen_every(settings.journal_reopen_entries);
+    if !journal.has_files() {
+        log::warn!(
+            "nothing readable in {} (yet): check that the directory holds .journal files, or \
+             that this user may read the journal (group systemd-journal)",
+            settings.source
+        );
+    }
+    let state_file = settings.state_file();
+    let (stored, read_again_from) = match &found {
+        Found::Last { state, .. } => (state.clone(), None),
+        Found::Nothing {
+            read_again_from, ..
+        } => (None, read_again_from.clone()),
+    };
+    let position = match read_again_from {
+        Some(p) => Some(p),
+        None => resume::reconcile(stored.as_ref(), &state_file)?,
+    };
+    // jp-flush found a sealed segment damaged while no collector ran: read again from there.
+    let rereads = buffer.reread_requests()?;
+    let (position, reread) = match (rereads.first(), &found, stored.is_some()) {
+        (Some((_, p)), _, _) => {
+            writer::log_reread(p);
+            (Some(p.clone()), true)
+        }
+        // No segment's state to resume from: the state file's position may repeat entries
+        // that are in Parquet already.
+        (None, Found::Nothing { .. }, _) | (None, _, false) => {
+            let repeats = position.is_some();
+            (position, repeats)
+        }
+        (None, Found::Last { .. }, true) => (position, false),
+    };
+    let mut gaps = stored.as_ref().map_or(0, |s| s.gaps_total);
+    let fresh = journal.position_at(position.as_ref(), args.from_head, &mut gaps)?;
+    let state = CollectorState {
+        position: fresh.clone().or(position.clone()).unwrap_or(Position::Head),
+        watermark_usec: stored.as_ref().and_then(|s| s.watermark_usec),
+        gaps_total: gaps,
+    };
+    let writer = match found {
+        Found::Last {
+            no,
+            segment,
+            state: Some(_),
+        } if !reread => Writer::new(buffer.clone(), state_file.clone(), no, segment, state)?,
+        Found::Last { no, segment, .. } => {
+            segment.close()?;
+            Writer::create(
+                buffer.clone(),
+                state_file.clone(),
+                no + 1,
+                &state.position.clone(),
+                state,
+                reread,
+            )?
+        }
+        Found::Nothing { next, .. } => Writer::create(
+            buffer.clone(),
+            state_file.clone(),
+            next,
+            &state.position.clone(),
+            state,
+            reread,
+        )?,
+    };
+    for (path, _) in &rereads {
+        std::fs::remove_file(path)
+            .with_context(|| format!("failed to remove {}", path.display()))?;
+    }
+    let mut collector = Collector {
+        limits: Limits {
+            entries: settings.max_batch_entries,
+            bytes: settings.max_batch_bytes,
+        },
+        settings,
+        reader: Reader::new(journal),
+        writer,
+        batch: Batch::new(crate::layout::local_host_dir()),
+        pending_since: None,
+        caught_up_at: None,
+        status: Status::default(),
+        longest_stall: Duration::ZERO,
+        background_flush: None,
+    };
+    if fresh.is_some() || reread {
+        collector.commit_now()?;
+    }
+    let listener = Listener::bind(&collector.settings.handoff_socket())?;
+    log::info!(
+        "reading {} into {} from {}",
+        collector.reader.journal.source(),
+        buffer.dir().display(),
+        match (&position, args.from_head) {
+            (Some(_), _) => "the saved position",
+            (None, true) => "the head (first start)",
+            (None, false) => "the tail (first start)",
+        }
+    );
+    service::notify_ready(&collector.figures().text());
+    collector.status.sent();
+
+    let result = main_loop(&mut collector, &listener, &mut signals, args.once);
+    let stop_status = format!("stopping: {}", collector.figures().text());
+    service::notify_stopping(&stop_status);
+    // A commit in flight finishes whatever happened; then what was read is committed.
+    let result = result.and_then(|()| collector.commit_now());
+    if let Some(flush) = collector.background_flush.take() {
+        log_flush(flush);
+    }
+    let Collector { writer, reader, .. } = collector;
+    let committed_total = writer.committed_total;
+    let gaps_total = writer.state().gaps_total;
+    let closed = writer.close();
+    result?;
+    closed?;
+    log::info!(
+        "stopped after committing {committed_total} entries ({gaps_total} gaps found so far, {} \
+         entries with a corrupt data object this run)",
+        reader.corrupt_entries
+    );
+    Ok(())
+}
+
+fn main_loop(
+    c: &mut Collector,
+    listener: &Listener,
+    signals: &mut service::Signals,
+    once: bool,
+) -> Result<()> {
+    let watchdog = service::watchdog_interval();
+    let mut last_ping = Instant::now();
+    let mut last_flush = Instant::now();
+    loop {
+        if c.writer.finished_in_flight() {
+            c.writer.settle()?;
+            c.refresh_status(false);
+        }
+        if c.status.is_stale() {
+            c.refresh_status(false);
+        }
+        if let Some(every) = c.settings.flush_every {
+            if last_flush.elapsed() >= every {
+                c.flush_here()?;
+                last_flush = Instant::now();
+            }
+        }
+        // Return to poll() at least every 50 ms, so that a seal request or a signal is seen
+        // quickly even while reading a backlog; commits still happen once per commit interval.
+        let until = (c.pending_since.unwrap_or_else(Instant::now) + c.settings.commit_interval)
+            .min(Instant::now() + Duration::from_millis(50));
+        let fill = c.reader.fill(&mut c.batch, c.limits, until)?;
+        let caught_up = matches!(fill, Fill::CaughtUp);
+        c.caught_up_at = caught_up.then(now_usec);
+        if !c.batch.is_empty() && c.pending_since.is_none() {
+            c.pending_since = Some(Instant::now());
+        }
+        let due = c
+            .pending_since
+            .is_some_and(|t| t.elapsed() >= c.settings.commit_interval);
+        if once && caught_up {
+            // The caller's final commit records the rows and the watermark.
+            return Ok(());
+        }
+        if (due || c.limits.full(&c.batch)) && !c.batch.is_empty() {
+            c.commit()?;
+            c.refresh_status(false);
+        }
+
+        // Sleep only when caught up (with the last commit settled, so that the state file and
+        // STATUS= are current); otherwise just look at signals and seal requests.
+        let timeout = if caught_up {
+            if c.writer.in_flight() {
+                c.writer.settle()?;
+                c.refresh_status(false);
+            }
+            let mut t = Duration::from_secs(3600);
+            if let Some(since) = c.pending_since {
+                t = t.min(c.settings.commit_interval.saturating_sub(since.elapsed()));
+            }
+            if let Some(w) = watchdog {
+                t = t.min(w.saturating_sub(last_ping.elapsed()));
+            }
+            if let Some(due) = c.status.due_in() {
+                t = t.min(due);
+            }
+            if let Some(every) = c.settings.flush_every {
+                t = t.min(every.saturating_sub(last_flush.elapsed()));
+            }
+            if let Some(abs) = c.reader.journal.timeout_usec()? {
+                let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                    .map(|ts| ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1000)
+                    .unwrap_or(0);
+                t = t.min(Duration::from_micros(abs.saturating_sub(now)));
+            }
+            if let Some(scan) = c.reader.journal.rescan_in() {
+                t = t.min(scan);
+            }
+            t
+        } else {
+            Duration::ZERO
+        };
+        let journal_fds = c.reader.journal.poll_fds()?;
+        let mut fds = vec![
+            PollFd::new(signals.fd(), PollFlags::POLLIN),
+            PollFd::new(listener.fd(), PollFlags::POLLIN),
+        ];
+        for (fd, events) in &journal_fds {
+            // The fds stay open as long as their journals do, which outlive this iteration.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+            fds.push(PollFd::new(fd, PollFlags::from_bits_truncate(*events)));
+        }
+        let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("failed to wait for the journal"),
+        }
+        let signalled = fds[0].any().unwrap_or(false);
+        let asked = fds[1].any().unwrap_or(false);
+        let journal_woke = fds[2..].iter().any(|f| f.any().unwrap_or(false));
+        drop(fds);
+
+        if let Some(w) = watchdog {
+            if last_ping.elapsed() >= w {
+                service::notify_watchdog();
+                last_ping = Instant::now();
+            }
+        }
+        if signalled {
+            if let Some(sig) = signals.pending() {
+                log::info!("received {sig}, committing what was read and stopping");
+                return Ok(());
+            }
+        }
+        if asked {
+            if let Some(peer) = listener.accept() {
+                c.answer(peer)?;
+            }
+        }
+        if journal_woke || caught_up {
+            c.reader.journal.process()?;
+        }
+        if caught_up {
+            c.reader.journal.rescan()?;
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Reading: journal entries into the batch in hand, remembering where reading stands.
+
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::row::{Batch, EntryMeta, Fields};
+use crate::streams::Streams;
+
+/// How large the batch in hand may grow before it must be committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
+impl Limits {
+    pub fn full(&self, batch: &Batch) -> bool {
+        batch.len() >= self.entries || batch.byte_size() >= self.bytes
+    }
+}
+
+/// Reads entries from the journal, remembering where it is.
+pub struct Reader {
+    pub journal: Streams,
+    fields: Fields,
+    /// The timestamp of the newest entry read (µs), for STATUS=.
+    pub newest_usec: Option<u64>,
+    pub corrupt_entries: u64,
+}
+
+pub enum Fill {
+    /// Reached the end of what the journal holds now.
+    CaughtUp,
+    /// Stopped because the batch is full or time is up; more is waiting.
+    More,
+}
+
+impl Reader {
+    pub fn new(journal: Streams) -> Reader {
+        Reader {
+            journal,
+            fields: Fields::default(),
+            newest_usec: None,
+            corrupt_entries: 0,
+        }
+    }
+
+    /// Reads entries into `batch` until the journal is exhausted, the batch is full or `until`.
+    pub fn fill(&mut self, batch: &mut Batch, limits: Limits, until: Instant) -> Result<Fill> {
+        let mut n = 0u32;
+        loop {
+            if limits.full(batch) {
+                return Ok(Fill::More);
+            }
+            // Checking the clock every entry costs more than reading one; every 256 is enough.
+            n = n.wrapping_add(1);
+            if n.is_multiple_of(256) && Instant::now() >= until {
+                return Ok(Fill::More);
+            }
+            if !self.journal.step_forward()? {
+                return Ok(Fill::CaughtUp);
+            }
+            self.read_current(batch)?;
+        }
+    }
+
+    fn read_current(&mut self, batch: &mut Batch) -> Result<()> {
+        let journal = self.journal.current();
+        let cursor = journal.cursor()?;
+        let realtime_usec = journal.realtime_usec()?;
+        let (monotonic_usec, boot_id) = journal.monotonic_usec()?;
+        self.fields.clear();
+        let fields = &mut self.fields;
+        let unreadable = journal.for_each_field(|data| fields.push(data))?;
+        if unreadable > 0 {
+            self.corrupt_entries += 1;
+            log::warn!(
+                "entry {cursor} in {} has a corrupt data object: kept the {} fields before it",
+                self.journal.source(),
+                self.fields.len()
+            );
+        }
+        batch.push(
+            &EntryMeta {
+                cursor: &cursor,
+                realtime_usec,
+                monotonic_usec,
+                boot_id,
+            },
+            &self.fields,
+        );
+        self.newest_usec = Some(realtime_usec);
+        self.journal.mark_read(cursor)
+    }
+}
