@@ -30,6 +30,12 @@ use crate::service;
 
 const MINUTE_USEC: i64 = 60_000_000;
 
+/// How many sealed segments are attached at once. Each attached DuckDB file keeps some blocks of
+/// its own in memory: hundreds of them (a backlog of failed flushes, a storm of killed ones) did
+/// not fit in `flush_memory_limit` (measured: out of memory at 183 MiB). A minute whose rows lie
+/// in two windows is written from the first and merged from the second.
+const ATTACH_AT_ONCE: usize = 16;
+
 /// What one flush did.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -37,6 +43,15 @@ pub struct Report {
     pub files_merged: usize,
     pub rows_exported: u64,
     pub segments_removed: usize,
+}
+
+impl Report {
+    fn add(&mut self, other: Report) {
+        self.files_written += other.files_written;
+        self.files_merged += other.files_merged;
+        self.rows_exported += other.rows_exported;
+        self.segments_removed += other.segments_removed;
+    }
 }
 
 /// A SQL string literal.
@@ -105,6 +120,9 @@ impl Attached {
                     "ATTACH {} AS {alias}",
                     quote(&path.to_string_lossy())
                 ))
+                // Replays the WAL the collector left, and writes it into the file at once, so
+                // that its rows need no memory of their own while attached.
+                .and_then(|()| conn.execute_batch(&format!("CHECKPOINT {alias}")))
                 .map_err(anyhow::Error::from)
                 .and_then(|()| {
                     Ok(conn.query_row(
@@ -233,18 +251,9 @@ struct Minute {
     sources: Vec<usize>,
 }
 
-/// Writes every completed minute of the attached segments (all minutes with `all`), deletes
+/// Writes every minute of the attached segments that starts before `cutoff` (None: all), deletes
 /// those rows and removes the segments left empty.
-pub fn export(attached: &mut Attached, settings: &Settings, all: bool) -> Result<Report> {
-    let cutoff = if all {
-        None
-    } else {
-        match attached.collector_state()?.and_then(|s| s.watermark_usec) {
-            // Minutes that end at or before the watermark are complete.
-            Some(w) => Some(w - w.rem_euclid(MINUTE_USEC)),
-            None => return Ok(Report::default()),
-        }
-    };
+pub fn export(attached: &mut Attached, settings: &Settings, cutoff: Option<i64>) -> Result<Report> {
     let mut report = export_minutes(attached, settings, cutoff)?;
     report.segments_removed = attached.remove_empty()?;
     Ok(report)
@@ -344,10 +353,7 @@ fn export_minutes(attached: &Attached, settings: &Settings, cutoff: Option<i64>)
     })?;
     let mut report = Report::default();
     for r in results {
-        let r = r?;
-        report.files_written += r.files_written;
-        report.files_merged += r.files_merged;
-        report.rows_exported += r.rows_exported;
+        report.add(r?);
     }
     Ok(report)
 }
@@ -611,11 +617,29 @@ fn columns_as_is() -> String {
         .join(", ")
 }
 
-/// Exports the segments `lease` holds.
+/// Exports the segments `lease` holds: every completed minute (all minutes with `all`), by the
+/// watermark of the newest sealed segment, `ATTACH_AT_ONCE` segments at a time, oldest first.
 fn flush_lease(settings: &Settings, buffer: &Buffer, lease: &Lease, all: bool) -> Result<Report> {
     let sealed = lease.sealed(buffer)?;
-    let mut attached = Attached::open(settings, buffer, &sealed)?;
-    export(&mut attached, settings, all)
+    let Some(&newest) = sealed.last() else {
+        return Ok(Report::default());
+    };
+    let cutoff = if all {
+        None
+    } else {
+        let state = Attached::open(settings, buffer, &[newest])?.collector_state()?;
+        match state.and_then(|s| s.watermark_usec) {
+            // Minutes that end at or before the watermark are complete.
+            Some(w) => Some(w - w.rem_euclid(MINUTE_USEC)),
+            None => return Ok(Report::default()),
+        }
+    };
+    let mut report = Report::default();
+    for window in sealed.chunks(ATTACH_AT_ONCE) {
+        let mut attached = Attached::open(settings, buffer, window)?;
+        report.add(export(&mut attached, settings, cutoff)?);
+    }
+    Ok(report)
 }
 
 /// The collector's `--flush-every`: exports the segments below `open`, which it has just
