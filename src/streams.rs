@@ -125,7 +125,29 @@ impl Streams {
         match source {
             // journald numbers the entries of all the files of a journal (or a namespace's) in
             // one stream.
-            Source::System | Source::Namespace(_) => {
+            Source::System => {
+                let journal = Journal::open(source)?;
+                streams.streams.push(Stream::new(None, Vec::new(), journal));
+            }
+            Source::Namespace(_) => {
+                // libsystemd 252 watches the journal roots only for directories named by a bare
+                // machine ID: the directory of a namespace whose journald starts after this one
+                // (`MACHINEID.NAME`) would never be read. Watch the roots here, and reopen the
+                // journal when a directory appears.
+                use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+                let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+                    .context("failed to create an inotify instance")?;
+                for root in ["/run/log/journal", "/var/log/journal"] {
+                    // A root that does not exist (yet) is journald's to make; libsystemd would
+                    // not read it either.
+                    let _ = watch.add_watch(
+                        root,
+                        AddWatchFlags::IN_CREATE
+                            | AddWatchFlags::IN_MOVED_TO
+                            | AddWatchFlags::IN_ONLYDIR,
+                    );
+                }
+                streams.watch = Some(watch);
                 let journal = Journal::open(source)?;
                 streams.streams.push(Stream::new(None, Vec::new(), journal));
             }
@@ -231,7 +253,13 @@ impl Streams {
                     stream.journal.seek_tail()?;
                     stream.read = match stream.journal.step_back()? {
                         true => Some(stream.journal.cursor()?),
-                        false => None,
+                        false => {
+                            // Nothing yet (a namespace whose journald has not written): the
+                            // tail is the head. sd-journal's tail location would skip the
+                            // entries of files that appear later.
+                            stream.journal.seek_head()?;
+                            None
+                        }
                     };
                 }
                 Some(Position::Head) => {
@@ -423,7 +451,8 @@ impl Streams {
             .then(|| RESCAN_EVERY.saturating_sub(self.last_scan.elapsed()))
     }
 
-    /// For a directory that changed (at most once per `RESCAN_EVERY`): opens new streams (read
+    /// For a directory (or a namespace's journal roots) that changed, at most once per
+    /// `RESCAN_EVERY`: opens new streams (read
     /// from their start) and reopens streams whose files changed (rotation, a new file of the same
     /// source), each positioned right after what it has read.
     pub fn rescan(&mut self) -> Result<()> {

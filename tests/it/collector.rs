@@ -626,6 +626,32 @@ fn reopening_the_journal_often_reads_every_entry_once() {
     assert!(seen.iter().all(|c| expected.contains_key(c)));
 }
 
+/// Guards `--namespace` when the namespace's journald starts after the collector (systemd starts
+/// `systemd-journald@NAME` when a unit first logs there): libsystemd does not see the namespace's
+/// directory appear, the collector does, and reads every entry once.
+#[test]
+fn namespace_whose_journald_starts_later_is_read_once_it_does() {
+    let t = TestDir::new();
+    let ns = Journald::new_namespace();
+    let (mut child, _notify) = start_collector(&t, &["--namespace", &ns]);
+    let journald = Journald::start_as(&ns);
+    for i in 0..20 {
+        journald.send_message(&format!("late-ns-{i}"));
+    }
+    eventually(Duration::from_secs(30), "late-ns-19", || {
+        t.messages().iter().any(|m| m == "late-ns-19")
+    });
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+    let n = t
+        .messages()
+        .iter()
+        .filter(|m| m.starts_with("late-ns-"))
+        .count();
+    assert_eq!(n, 20);
+    assert!(t.cursor_counts().values().all(|&n| n == 1));
+}
+
 /// Guards `--namespace`: the collector reads a journald namespace (the one this test's journald
 /// serves) through `sd_journal_open_namespace`, every entry once.
 #[test]

@@ -394,11 +394,21 @@ pub struct Journald {
 
 impl Journald {
     pub fn start() -> Journald {
-        let namespace = format!(
+        Journald::start_as(&Journald::new_namespace())
+    }
+
+    /// A namespace name no journald of this test run has used.
+    pub fn new_namespace() -> String {
+        format!(
             "jptest{}x{}",
             std::process::id(),
             JOURNALD_SEQ.fetch_add(1, Ordering::SeqCst)
-        );
+        )
+    }
+
+    /// A private journald serving `namespace` (from `new_namespace`).
+    pub fn start_as(namespace: &str) -> Journald {
+        let namespace = namespace.to_owned();
         let child = Command::new("/lib/systemd/systemd-journald")
             .arg(&namespace)
             .stdin(Stdio::null())
