@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Measures the hand-off: how long jp-flush waits for the buffer and how long the collector pauses,
-# while the collector follows a private journald written to at RATE entries/s (default 20000).
+# Measures the hand-off (a seal): how long jp-flush waits for its sealed segments and how long the
+# collector stalls for each seal, while the collector follows a private journald written to at
+# RATE entries/s (default 20000) and jp-flush runs every 2 s.
 # Usage: bench/handoff.sh [RATE] [FLUSHES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,8 +51,8 @@ def stats(name, xs):
         print(f"{name}: no samples"); return
     p = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]
     print(f"{name}: n={len(xs)} p50={p(0.5):.1f} ms p99={p(0.99):.1f} ms max={xs[-1]:.1f} ms")
-waits = [float(m) for m in re.findall(r"got the buffer in ([0-9.]+) ms", open(sys.argv[1]).read())]
-pauses = [float(m) for m in re.findall(r"and back in ([0-9.]+) ms", open(sys.argv[2]).read())]
-stats("jp-flush wait for the buffer", waits)
-stats("collector pause per hand-off", pauses)
+waits = [float(m) for m in re.findall(r"sealed in ([0-9.]+) ms", open(sys.argv[1]).read())]
+stalls = [float(m) for m in re.findall(r"sealed the segment below \d+ in ([0-9.]+) ms", open(sys.argv[2]).read())]
+stats("jp-flush wait for its sealed segments", waits)
+stats("collector stall per seal", stalls)
 PY

@@ -4,6 +4,7 @@
 # --from-head --once, then jp-flush. Prints wall time, CPU time, peak RSS and entries/s of each,
 # and the bytes per entry of the journal files and of the Parquet tree.
 # Usage: bench/ingest.sh [ENTRIES [DURATION [HOSTS]]]   (default: 1000000 2h 3)
+#        CONFIG='duckdb_memory_limit = "64MB"' bench/ingest.sh   (config lines to try)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -15,7 +16,7 @@ BIN=$CARGO_TARGET_DIR/release
 WORK=$(mktemp -d /tmp/jp-ingest.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 python3 tests/tools/gen_journal.py -n "$N" --duration "$DURATION" --hosts "$HOSTS" --seed 1 --quiet --journal "$WORK/c"
-: > "$WORK/config.toml"
+printf '%s\n' "${CONFIG:-}" > "$WORK/config.toml"
 measure() { # label, command...
   local label=$1; shift
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" "$@" > /dev/null
@@ -28,7 +29,7 @@ echo "corpus: $N entries, $(du -sb "$WORK/c" | cut -f1) bytes of journal files"
 measure "journalctl -D C -o export > /dev/null" journalctl -D "$WORK/c" -o export
 measure "journal-parquet --from-head --once" "$BIN/journal-parquet" --state-dir "$WORK/state" \
   --data-dir "$WORK/data" --config "$WORK/config.toml" --directory "$WORK/c" --from-head --once
-echo "buffer file: $(du -sb "$WORK/state/buffer.duckdb" | cut -f1) bytes"
+echo "buffer: $(du -sb "$WORK/state/buffer" | cut -f1) bytes"
 measure "jp-flush (every completed minute)" "$BIN/jp-flush" --state-dir "$WORK/state" \
   --data-dir "$WORK/data" --config "$WORK/config.toml"
 python3 - "$WORK/c" "$WORK/data" "$N" <<'PY'

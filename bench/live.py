@@ -40,7 +40,7 @@ def cpu_seconds(pid):
 
 def context_switches(pid):
     """Voluntary + involuntary context switches of the main thread, the one that polls: each is a
-    wake-up or a preemption. (DuckDB's worker threads end and start again with every hand-off, so
+    wake-up or a preemption. (The commit thread ends and starts again with every commit, so
     their counts cannot be summed over a window; idle, they sleep.)"""
     total = 0
     with open(f"/proc/{pid}/task/{pid}/status") as f:

@@ -122,7 +122,7 @@ fn units_pass_systemd_analyze_verify() {
 }
 
 /// Guards the template units: each says what its plain unit says, but for the lines that name
-/// the instance (comments, Description=, After=, ExecStart=, StateDirectory=, Also=), so that a
+/// the instance (comments, Description=, After=, Wants=, ExecStart=, StateDirectory=, Also=), so that a
 /// hardening or a fix made to one is made to both.
 #[test]
 fn template_units_follow_their_plain_units() {
@@ -135,6 +135,7 @@ fn template_units_follow_their_plain_units() {
                 ![
                     "Description=",
                     "After=",
+                    "Wants=",
                     "ExecStart=",
                     "StateDirectory=",
                     "Also=",
