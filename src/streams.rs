@@ -59,6 +59,8 @@ struct Stream {
     unread_current: bool,
     /// Entries read since `journal` was opened (see `REOPEN_EVERY`).
     read_since_open: u64,
+    /// The device and inode of each of `files` when the journal was opened.
+    inodes: Vec<(u64, u64)>,
     /// Its files changed on disk (rotated, vacuumed, a new one): reopen once the journal in hand
     /// is read to its end. The open journal keeps reading files that were renamed or deleted
     /// meanwhile (it holds them open), so nothing it could still read is lost to a reopen.
@@ -70,6 +72,7 @@ impl Stream {
     fn new(id: Option<String>, files: Vec<PathBuf>, journal: Journal) -> Stream {
         Stream {
             id,
+            inodes: files.iter().filter_map(|f| file_id(f)).collect(),
             files,
             journal,
             read: None,
@@ -79,9 +82,15 @@ impl Stream {
         }
     }
 
-    /// Whether every file the journal was opened with is still there.
+    /// Whether every file the journal was opened with is still there, as the same file: journald
+    /// renames `system.journal` when it rotates and makes a new file of that name.
     fn files_present(&self) -> bool {
-        self.files.iter().all(|f| f.exists())
+        self.files.len() == self.inodes.len()
+            && self
+                .files
+                .iter()
+                .zip(&self.inodes)
+                .all(|(f, id)| file_id(f).as_ref() == Some(id))
     }
 
     /// Opens the stream's journal again (its files as they are now) and positions it right
@@ -97,6 +106,7 @@ impl Stream {
     /// Reads on from `journal` (its files as they are now), right after what was read.
     fn take_up(&mut self, journal: Journal, source: &Source, gaps: &mut u64) -> Result<()> {
         self.journal = journal;
+        self.inodes = self.files.iter().filter_map(|f| file_id(f)).collect();
         self.read_since_open = 0;
         self.reopen_pending = false;
         self.unread_current = match &self.read {
@@ -381,7 +391,10 @@ impl Streams {
         stream.read_since_open += 1;
         if stream.read_since_open >= self.reopen_every && !stream.reopen_pending {
             if stream.files_present() {
-                stream.reopen(&self.source, &mut self.gaps_found)?;
+                // Its files as they are now: the same ones, and any new one of the stream.
+                if !self.refresh(self.current)? {
+                    self.current = 0;
+                }
             } else {
                 // A file of it was rotated or vacuumed away: reopening now would lose what the
                 // open journal can still read. Reopen once it is read to its end.
@@ -502,6 +515,12 @@ impl Streams {
     }
 }
 
+/// The device and inode of a file, which a rename keeps and a new file of the same name does not.
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// The cursors of a position (one per stream).
 pub fn cursors(position: &str) -> impl Iterator<Item = &str> {
     position.split(' ').filter(|c| !c.is_empty())
@@ -517,10 +536,19 @@ fn seek_after(
 ) -> Result<bool> {
     journal.seek_cursor(cursor)?;
     if !journal.step_forward()? {
-        log::warn!(
-            "the saved position is not in {source} and nothing follows it; reading new entries \
-             as they come"
-        );
+        // The saved entry is not there and nothing follows it. sd-journal's location is then a
+        // seek that entries appended later never match: stand on the last entry instead, or at
+        // the head of a journal that holds nothing yet (a file journald has just made by
+        // rotating, whose entries will all come after the saved one).
+        journal.seek_tail()?;
+        if journal.step_back()? {
+            log::warn!(
+                "the saved position is not in {source} and nothing follows it; reading new \
+                 entries as they come"
+            );
+        } else {
+            journal.seek_head()?;
+        }
         return Ok(false);
     }
     if journal.test_cursor(cursor)? {
