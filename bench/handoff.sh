@@ -52,7 +52,9 @@ def stats(name, xs):
     p = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]
     print(f"{name}: n={len(xs)} p50={p(0.5):.1f} ms p99={p(0.99):.1f} ms max={xs[-1]:.1f} ms")
 waits = [float(m) for m in re.findall(r"sealed in ([0-9.]+) ms", open(sys.argv[1]).read())]
-stalls = [float(m) for m in re.findall(r"sealed the segment below \d+ in ([0-9.]+) ms", open(sys.argv[2]).read())]
+answers = [float(m) for m in re.findall(r"jp-flush answered ([0-9.]+) ms after it asked", open(sys.argv[2]).read())]
+stalls = [float(m) for m in re.findall(r"longest stall ([0-9.]+) ms", open(sys.argv[2]).read())]
 stats("jp-flush wait for its sealed segments", waits)
-stats("collector stall per seal", stalls)
+stats("collector's answer to a seal request", answers)
+print(f"collector's longest stall for a seal (reading waited): {max(stalls or [0]):.1f} ms")
 PY

@@ -180,7 +180,7 @@ def main():
         collector.send_signal(signal.SIGTERM)
         collector.wait(timeout=60)
         collector_log.close()
-        longest = re.findall(r"longest ([0-9.]+) ms", open(os.path.join(WORK, "collector.log")).read())
+        longest = re.findall(r"longest stall ([0-9.]+) ms", open(os.path.join(WORK, "collector.log")).read())
         fullest = max(flushes, key=lambda f: f[1]) if flushes else (float("nan"), 0, -1, 0)
 
         rate = written / WRITE

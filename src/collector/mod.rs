@@ -53,7 +53,13 @@ struct Collector {
     /// When reading last found the journal caught up (µs since the epoch); None while behind.
     caught_up_at: Option<i64>,
     status: Status,
-    /// The longest a seal stopped reading.
+    /// jp-flush processes that asked for a seal not started yet, and those waiting for the seal
+    /// in flight.
+    waiting: Vec<Peer>,
+    sealing: Vec<Peer>,
+    /// When the seal being waited for was asked for.
+    asked_at: Option<Instant>,
+    /// The longest the reader waited for a seal (on the commit thread) to finish.
     longest_stall: Duration,
     /// `--flush-every`: the export running beside the collector, if any.
     background_flush: Option<JoinHandle<Result<Report>>>,
@@ -103,17 +109,11 @@ impl Collector {
         self.writer.settle()
     }
 
-    /// Seals the open segment for jp-flush (or for the collector's own `--flush-every`) and
-    /// returns the new segment's number. A small batch in hand goes into the sealed segment; a
-    /// large one stays in hand, and only the watermark moves.
+    /// Seals the open segment and waits until it is done (the collector's own `--flush-every`,
+    /// or a re-read jp-flush asked for); returns the new segment's number. A small batch in hand
+    /// goes into the sealed segment; a large one stays in hand, and only the watermark moves.
     fn seal(&mut self) -> Result<u64> {
-        let asked = Instant::now();
-        if self.batch.len() <= SEAL_COMMITS_UP_TO {
-            self.commit()?;
-        } else {
-            let watermark = self.watermark(false);
-            self.writer.commit(None, None, watermark)?;
-        }
+        self.commit_before_seal(false)?;
         let sealed = self.writer.seal()?;
         if let Some(p) = sealed.rewind_to {
             // Everything from there is read again; the batch in hand is part of it.
@@ -123,22 +123,70 @@ impl Collector {
                 .journal
                 .position_at(Some(&p), false, self.writer.gaps_total_mut())?;
         }
-        let stall = asked.elapsed();
-        self.longest_stall = self.longest_stall.max(stall);
-        log::debug!(
-            "sealed the segment below {} in {:.1} ms (longest {:.1} ms)",
-            sealed.open,
-            stall.as_secs_f64() * 1e3,
-            self.longest_stall.as_secs_f64() * 1e3
-        );
         Ok(sealed.open)
     }
 
-    fn answer(&mut self, peer: Peer) -> Result<()> {
-        let open = self.seal()?;
-        peer.answer(open);
-        self.refresh_status(true);
+    /// Commits what must go into a segment about to be sealed: the batch in hand when it is
+    /// small, else only the watermark (never past the batch's oldest entry), so that a seal
+    /// never waits for a big commit. With `and_seal`, the seal follows on the commit thread.
+    fn commit_before_seal(&mut self, and_seal: bool) -> Result<()> {
+        let small = self.batch.len() <= SEAL_COMMITS_UP_TO;
+        let watermark = self.watermark(small);
+        let (rows, position) = match small {
+            true => (
+                (!self.batch.is_empty()).then(|| self.batch.take()),
+                self.reader.journal.position().map(Position::After),
+            ),
+            false => (None, None),
+        };
+        if small {
+            *self.writer.gaps_total_mut() += self.reader.journal.take_gaps();
+            self.pending_since = None;
+        }
+        match and_seal {
+            true => self.writer.seal_in_background(rows, position, watermark),
+            false => self.writer.commit(rows, position, watermark),
+        }
+    }
+
+    /// Takes up the seal requests: starts a seal when none is running and no commit is in
+    /// flight (a re-read jp-flush asked for is done at once), and answers those waiting once
+    /// their seal is done.
+    fn serve_seals(&mut self) -> Result<()> {
+        if let Some(open) = self.writer.take_sealed() {
+            for peer in self.sealing.drain(..) {
+                peer.answer(open);
+            }
+            if let Some(asked) = self.asked_at.take() {
+                log::debug!(
+                    "sealed the segment below {open}: jp-flush answered {:.1} ms after it asked \
+                     (reading went on; longest stall {:.1} ms)",
+                    asked.elapsed().as_secs_f64() * 1e3,
+                    self.longest_stall.as_secs_f64() * 1e3
+                );
+            }
+            self.refresh_status(true);
+        }
+        if self.waiting.is_empty() || !self.sealing.is_empty() || self.writer.in_flight() {
+            return Ok(());
+        }
+        self.asked_at.get_or_insert_with(Instant::now);
+        if self.writer.reread_asked()? {
+            let open = self.seal()?;
+            for peer in self.waiting.drain(..) {
+                peer.answer(open);
+            }
+            self.asked_at = None;
+            return Ok(());
+        }
+        self.commit_before_seal(true)?;
+        self.sealing.append(&mut self.waiting);
         Ok(())
+    }
+
+    /// Notes how long the reader just waited for a seal to finish.
+    fn note_stall(&mut self) {
+        self.longest_stall = self.longest_stall.max(self.writer.last_seal_wait());
     }
 
     /// `--flush-every`: seals, then exports the sealed segments on a thread of its own while
@@ -282,6 +330,9 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         pending_since: None,
         caught_up_at: None,
         status: Status::default(),
+        waiting: Vec::new(),
+        sealing: Vec::new(),
+        asked_at: None,
         longest_stall: Duration::ZERO,
         background_flush: None,
     };
@@ -338,6 +389,7 @@ fn main_loop(
             c.writer.settle()?;
             c.refresh_status(false);
         }
+        c.serve_seals()?;
         if c.status.is_stale() {
             c.refresh_status(false);
         }
@@ -366,15 +418,22 @@ fn main_loop(
         }
         if (due || c.limits.full(&c.batch)) && !c.batch.is_empty() {
             c.commit()?;
+            c.note_stall();
             c.refresh_status(false);
         }
 
         // Sleep only when caught up (with the last commit settled, so that the state file and
         // STATUS= are current); otherwise just look at signals and seal requests.
         let timeout = if caught_up {
+            // Nothing to read: a seal asked for is done now, and answered, before sleeping.
             if c.writer.in_flight() {
                 c.writer.settle()?;
                 c.refresh_status(false);
+            }
+            c.serve_seals()?;
+            if c.writer.in_flight() {
+                c.writer.settle()?;
+                c.serve_seals()?;
             }
             let mut t = Duration::from_secs(3600);
             if let Some(since) = c.pending_since {
@@ -438,7 +497,7 @@ fn main_loop(
         }
         if asked {
             if let Some(peer) = listener.accept() {
-                c.answer(peer)?;
+                c.waiting.push(peer);
             }
         }
         if journal_woke || caught_up {

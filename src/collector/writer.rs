@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use duckdb::arrow::record_batch::RecordBatch;
@@ -28,9 +28,21 @@ enum Slot {
 }
 
 struct InFlight {
-    thread: JoinHandle<(Segment, Result<()>)>,
+    thread: JoinHandle<Done>,
     rows: u64,
     started: Instant,
+    /// It seals the segment too.
+    sealing: bool,
+}
+
+/// What a commit thread hands back.
+struct Done {
+    /// The collector's segment from now on: the new one after a seal.
+    segment: Segment,
+    /// The commit's result: a failure is fatal.
+    committed: Result<()>,
+    /// After a seal: the new segment's number, or why there is none (the old one stays open).
+    sealed: Option<Result<u64>>,
 }
 
 /// What a seal did.
@@ -53,6 +65,10 @@ pub struct Writer {
     pub segment_rows: u64,
     /// Rows committed since the collector started.
     pub committed_total: u64,
+    /// A seal finished since `take_sealed` was last called: the open segment's number then.
+    sealed: Option<u64>,
+    /// How long the last `settle` waited for its thread, and whether that thread was sealing.
+    last_wait: (Duration, bool),
 }
 
 impl Writer {
@@ -73,6 +89,8 @@ impl Writer {
             state,
             segment_rows,
             committed_total: 0,
+            sealed: None,
+            last_wait: (Duration::ZERO, false),
         })
     }
 
@@ -115,6 +133,29 @@ impl Writer {
         position: Option<Position>,
         watermark_usec: Option<i64>,
     ) -> Result<()> {
+        self.start(rows, position, watermark_usec, None)
+    }
+
+    /// `commit`, then, on the same thread, seals the segment: closes it (without a checkpoint)
+    /// once the new one exists, with the state just committed. The reader goes on meanwhile;
+    /// `take_sealed` tells when it is done.
+    pub fn seal_in_background(
+        &mut self,
+        rows: Option<RecordBatch>,
+        position: Option<Position>,
+        watermark_usec: Option<i64>,
+    ) -> Result<()> {
+        self.start(rows, position, watermark_usec, Some(false))
+    }
+
+    /// Starts a commit thread; `seal`: also seal (Some(reread flag of the new segment)).
+    fn start(
+        &mut self,
+        rows: Option<RecordBatch>,
+        position: Option<Position>,
+        watermark_usec: Option<i64>,
+        seal: Option<bool>,
+    ) -> Result<()> {
         self.settle()?;
         if let Some(p) = position {
             self.state.position = p;
@@ -128,17 +169,39 @@ impl Writer {
             // Settled above: only a closed segment is left here.
             bail!("the open segment is closed: nothing can be committed");
         };
+        let buffer = self.buffer.clone();
+        let next = self.open_no + 1;
         let thread = std::thread::Builder::new()
             .name("commit".into())
             .spawn(move || {
-                let result = segment.commit(rows, &state);
-                (segment, result)
+                let committed = segment.commit(rows, &state);
+                let Some(reread) = seal.filter(|_| committed.is_ok()) else {
+                    return Done {
+                        segment,
+                        committed,
+                        sealed: None,
+                    };
+                };
+                // The new segment first: until it exists, the old one stays the collector's.
+                match open_new(&buffer, next, &state.position, &state, reread) {
+                    Ok(new) => Done {
+                        committed: segment.close(),
+                        segment: new,
+                        sealed: Some(Ok(next)),
+                    },
+                    Err(e) => Done {
+                        segment,
+                        committed,
+                        sealed: Some(Err(e)),
+                    },
+                }
             })
             .context("failed to start a commit thread")?;
         self.slot = Slot::Committing(InFlight {
             thread,
             rows: n,
             started: Instant::now(),
+            sealing: seal.is_some(),
         });
         Ok(())
     }
@@ -146,6 +209,7 @@ impl Writer {
     /// Waits for the commit in flight, if any, takes the segment back and mirrors the committed
     /// position to the state file. A failed commit is fatal: the caller exits, and the next
     /// start resumes from the segment's committed position (the journal still holds the rows).
+    /// A failed seal is not: the segment stays open, and jp-flush gets the ones below it.
     pub fn settle(&mut self) -> Result<()> {
         let done = match std::mem::replace(&mut self.slot, Slot::Closed) {
             Slot::Committing(done) => done,
@@ -154,21 +218,55 @@ impl Writer {
                 return Ok(());
             }
         };
-        let (segment, result) = match done.thread.join() {
-            Ok(r) => r,
-            Err(_) => bail!("the commit thread panicked"),
+        let waiting = Instant::now();
+        let finished = done.thread.is_finished();
+        let Ok(result) = done.thread.join() else {
+            bail!("the commit thread panicked");
         };
-        self.slot = Slot::Idle(segment);
-        result?;
+        self.last_wait = match finished {
+            true => (Duration::ZERO, done.sealing),
+            false => (waiting.elapsed(), done.sealing),
+        };
+        self.slot = Slot::Idle(result.segment);
+        result.committed?;
         self.segment_rows += done.rows;
         self.committed_total += done.rows;
+        match result.sealed {
+            Some(Ok(next)) => {
+                self.open_no = next;
+                self.segment_rows = 0;
+                self.sealed = Some(next);
+            }
+            Some(Err(e)) => {
+                log::error!(
+                    "{e:#}: the segment {} stays open; jp-flush gets those below it",
+                    self.buffer.segment_path(self.open_no).display()
+                );
+                self.sealed = Some(self.open_no);
+            }
+            None => {}
+        }
         self.save_state_file()?;
         log::debug!(
-            "committed {} entries in {:?}",
+            "committed {} entries in {:?}{}",
             done.rows,
-            done.started.elapsed()
+            done.started.elapsed(),
+            if done.sealing { " and sealed" } else { "" }
         );
         Ok(())
+    }
+
+    /// The open segment's number after a seal that finished since the last call, if any.
+    pub fn take_sealed(&mut self) -> Option<u64> {
+        self.sealed.take()
+    }
+
+    /// How long the last `settle` waited for a seal on its thread (zero: it did not).
+    pub fn last_seal_wait(&self) -> Duration {
+        match self.last_wait {
+            (wait, true) => wait,
+            _ => Duration::ZERO,
+        }
     }
 
     /// Mirrors the committed position, and the restart point (the start of the oldest segment
@@ -185,37 +283,32 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals the open segment for jp-flush: closes it (without a checkpoint: instant) and opens
-    /// the next one with the committed state. Commits nothing itself: the caller commits first
-    /// what must be in the sealed segment. When jp-flush asked for a lost segment to be read
-    /// again, the new segment starts there instead (see `Sealed::rewind_to`).
+    /// Seals the open segment and waits until it is done (`--flush-every`, or when jp-flush asked
+    /// for a lost segment to be read again: the new segment starts there instead, see
+    /// `Sealed::rewind_to`). Commits nothing itself: the caller commits first what must be in the
+    /// sealed segment.
     pub fn seal(&mut self) -> Result<Sealed> {
         self.settle()?;
         let requests = self.buffer.reread_requests()?;
         let rewind_to = requests.first().map(|(_, p)| p.clone());
         if let Some(p) = &rewind_to {
             log_reread(p);
-            self.state.position = p.clone();
         }
-        let start = self.state.position.clone();
-        let next = self.open_no + 1;
-        // The new segment first: until it exists, the old one stays the collector's.
-        let segment = open_new(&self.buffer, next, &start, &self.state, rewind_to.is_some())?;
-        match std::mem::replace(&mut self.slot, Slot::Idle(segment)) {
-            Slot::Idle(old) => old.close()?,
-            Slot::Committing(_) | Slot::Closed => {}
-        }
+        self.start(None, rewind_to.clone(), None, Some(rewind_to.is_some()))?;
+        self.settle()?;
         for (path, _) in &requests {
             std::fs::remove_file(path)
                 .with_context(|| format!("failed to remove {}", path.display()))?;
         }
-        self.open_no = next;
-        self.segment_rows = 0;
-        self.save_state_file()?;
         Ok(Sealed {
-            open: next,
+            open: self.take_sealed().unwrap_or(self.open_no),
             rewind_to,
         })
+    }
+
+    /// Whether jp-flush asked for a lost segment to be read again (then `seal` does it).
+    pub fn reread_asked(&self) -> Result<bool> {
+        Ok(!self.buffer.reread_requests()?.is_empty())
     }
 
     /// Settles and closes the open segment (stop).
