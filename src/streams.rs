@@ -215,6 +215,9 @@ impl Streams {
     /// Opens the files of stream `id` as they are now. A file can be renamed (rotation) or
     /// deleted (vacuum) between listing and opening, which fails the open: the directory is
     /// listed again and the open tried again. None when the stream has no file left.
+    /// A file being made is as much in the way: journald writes a new file's header after
+    /// creating it, and libsystemd refuses the file until then (ENODATA, seen under sustained
+    /// load): such a failure is tried again a few times, a few milliseconds apart.
     fn open_stream(&self, id: &str) -> Result<Option<(Vec<PathBuf>, Journal)>> {
         let mut attempt = 0;
         loop {
@@ -223,9 +226,10 @@ impl Streams {
             };
             match Journal::open_files(&self.source, &files) {
                 Ok(journal) => return Ok(Some((files, journal))),
-                Err(e) if attempt < 5 && !files.iter().all(|f| f.exists()) => {
-                    log::debug!("{e:#}: a file went away meanwhile; listing again");
+                Err(e) if attempt < 10 => {
+                    log::debug!("{e:#}: a file went away or is being made; listing again");
                     attempt += 1;
+                    std::thread::sleep(Duration::from_millis(5 * attempt));
                 }
                 Err(e) => return Err(e),
             }
@@ -351,16 +355,32 @@ impl Streams {
 
     /// Reopens stream `i` with its files as they are now, right after what it has read.
     /// Returns false when it has no file left and was dropped.
+    /// A stream whose files cannot be opened now goes on with the journal it has open, and is
+    /// tried again at the next look at the directory: never a reason to stop.
     fn refresh(&mut self, i: usize) -> Result<bool> {
+        let source = self.source.clone();
         let id = self.streams[i].id.clone();
-        let Some(id) = id else {
-            let source = self.source.clone();
-            self.streams[i].reopen(&source, &mut self.gaps_found)?;
-            return Ok(true);
+        let opened = match &id {
+            None => self.streams[i]
+                .reopen(&source, &mut self.gaps_found)
+                .map(|()| None),
+            Some(id) => self.open_stream(id).map(Some),
         };
-        match self.open_stream(&id)? {
+        let opened = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                log::warn!("{e:#}: reading on from the files already open, trying again soon");
+                self.streams[i].reopen_pending = false;
+                self.changed = true;
+                return Ok(true);
+            }
+        };
+        let Some(opened) = opened else {
+            return Ok(true); // the local journal or a namespace: reopened above
+        };
+        let id = id.unwrap_or_default();
+        match opened {
             Some((files, journal)) => {
-                let source = self.source.clone();
                 let stream = &mut self.streams[i];
                 stream.files = files;
                 stream.take_up(journal, &source, &mut self.gaps_found)?;
