@@ -7,14 +7,17 @@ the collector follows that directory and jp-flush runs at every minute boundary.
 
 The uploads go as fast as the chain takes them: the rate reached is journal-remote's, and the
 question is whether the collector keeps up with it. Lag is measured as journal-parquet sees it:
-every 0.25 s, the number of entries journal-remote has written (the n_entries of its files'
-headers) and the number the collector has committed (its STATUS=); an entry's lag is the time from
-the moment journal-remote had written it to the moment the collector had committed it.
+every 0.1 s, the number of entries journal-remote has written (the n_entries of its files'
+headers) and the number the collector has committed (the sum of the sequence numbers in its state
+file's cursors: each journal-remote file numbers its entries from 1, one cursor per file); an
+entry's lag is the time from the moment journal-remote had written it to the moment the collector
+had committed it.
 
 Usage: fleet.py BIN_DIR WORK_DIR HOSTS [ENTRIES]   (run as root; ENTRIES in all, default 400,000)
 """
 import bisect
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -65,7 +68,20 @@ def main():
         subprocess.run([sys.executable, os.path.join(HERE, "..", "tests", "tools", "gen_journal.py"),
                         "-n", str(ENTRIES), "--hosts", str(HOSTS), "--duration", "1h", "--quiet",
                         "--journal", corpus], check=True)
-    files = sorted(os.path.join(corpus, f) for f in os.listdir(corpus) if f.endswith(".journal"))
+    # One directory per host (the generator rotates a busy host's file): what each host's
+    # journal-upload reads.
+    hosts = {}
+    for f in sorted(os.listdir(corpus)):
+        if f.endswith(".journal"):
+            hosts.setdefault(f.split("@")[0].removesuffix(".journal"), []).append(f)
+    files = []
+    for host, names in hosts.items():
+        d = os.path.join(WORK, f"fleet-upload-{HOSTS}", host)
+        os.makedirs(d, exist_ok=True)
+        for n in names:
+            if not os.path.exists(os.path.join(d, n)):
+                os.symlink(os.path.join(corpus, n), os.path.join(d, n))
+        files.append(d)
     received = os.path.join(WORK, f"fleet-received-{HOSTS}")
     subprocess.run(["rm", "-rf", received, os.path.join(WORK, "fleet-state"), os.path.join(WORK, "fleet-data")])
     os.makedirs(received)
@@ -80,7 +96,7 @@ def main():
             port = free_port()
             remotes.append(subprocess.Popen(
                 ["/lib/systemd/systemd-journal-remote", f"--listen-http=127.0.0.1:{port}",
-                 f"--output={received}/remote-host{i}.journal"],
+                 f"--output={received}/remote-host{i}.journal", "--split-mode=none"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             ports.append(port)
         procs += remotes
@@ -121,11 +137,19 @@ def main():
         threading.Thread(target=flush_every_minute, daemon=True).start()
 
         samples = []  # (time, written by journal-remote, committed by the collector)
+        state_file = os.path.join(WORK, "fleet-state", "cursor")
+
+        def committed_now():
+            try:
+                first = open(state_file).readline()
+            except OSError:
+                return 0
+            return sum(int(i, 16) for i in re.findall(r"\bi=([0-9a-f]+)", first))
 
         def sample():
             while not stop.is_set():
-                samples.append((time.monotonic(), written(received), committed[0]))
-                time.sleep(0.25)
+                samples.append((time.monotonic(), written(received), committed_now()))
+                time.sleep(0.1)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
 
@@ -133,7 +157,7 @@ def main():
         r0 = sum(cpu_seconds(r.pid) for r in remotes)
         started = time.monotonic()
         uploads = [subprocess.Popen(["/lib/systemd/systemd-journal-upload",
-                                     f"--url=http://127.0.0.1:{port}", f"--file={f}", "--follow=no",
+                                     f"--url=http://127.0.0.1:{port}", f"--directory={f}", "--follow=no",
                                      f"--save-state={WORK}/fleet-upload-{i}.state"],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
@@ -143,7 +167,7 @@ def main():
         sent_in = time.monotonic() - started
         total = written(received)
         deadline = time.monotonic() + 120
-        while committed[0] < total and time.monotonic() < deadline:
+        while committed_now() < total and time.monotonic() < deadline:
             time.sleep(0.25)
         caught_up_in = time.monotonic() - started
         c1 = cpu_seconds(collector.pid)

@@ -278,5 +278,6 @@ pub fn file_seqnum_id(path: &Path) -> Option<String> {
         return None;
     }
     let id: [u8; 16] = header[72..88].try_into().ok()?;
-    Some(id128_hex(&id))
+    // All zeros: the header is not written yet.
+    (id != [0; 16]).then(|| id128_hex(&id))
 }

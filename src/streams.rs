@@ -176,7 +176,9 @@ impl Streams {
                     )
                     .with_context(|| format!("failed to watch {}", dir.display()))?;
                 streams.watch = Some(watch);
-                for id in streams.scan()?.into_keys() {
+                let (groups, unready) = streams.scan()?;
+                streams.changed = unready;
+                for id in groups.into_keys() {
                     if let Some((files, journal)) = streams.open_stream(&id)? {
                         streams.streams.push(Stream::new(Some(id), files, journal));
                     }
@@ -187,10 +189,14 @@ impl Streams {
     }
 
     /// The journal files of a directory, by sequence-number ID.
-    fn scan(&self) -> Result<BTreeMap<String, Vec<PathBuf>>> {
+    /// Also returns whether a journal file could not be told yet (it was just made: journald
+    /// and journal-remote write the header after creating the file). Such a file brings no
+    /// further event, so the directory must be looked at again until it can.
+    fn scan(&self) -> Result<(BTreeMap<String, Vec<PathBuf>>, bool)> {
         let Source::Directory(dir) = &self.source else {
-            return Ok(BTreeMap::new());
+            return Ok((BTreeMap::new(), false));
         };
+        let mut unready = false;
         let mut groups: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         let entries = std::fs::read_dir(dir)
             .with_context(|| format!("failed to list the journal directory {}", dir.display()))?;
@@ -202,14 +208,15 @@ impl Streams {
                 continue;
             }
             let path = entry.path();
-            if let Some(id) = file_seqnum_id(&path) {
-                groups.entry(id).or_default().push(path);
+            match file_seqnum_id(&path) {
+                Some(id) => groups.entry(id).or_default().push(path),
+                None => unready = true,
             }
         }
         for files in groups.values_mut() {
             files.sort();
         }
-        Ok(groups)
+        Ok((groups, unready))
     }
 
     /// Opens the files of stream `id` as they are now. A file can be renamed (rotation) or
@@ -221,7 +228,7 @@ impl Streams {
     fn open_stream(&self, id: &str) -> Result<Option<(Vec<PathBuf>, Journal)>> {
         let mut attempt = 0;
         loop {
-            let Some(files) = self.scan()?.remove(id) else {
+            let Some(files) = self.scan()?.0.remove(id) else {
                 return Ok(None);
             };
             match Journal::open_files(&self.source, &files) {
@@ -492,9 +499,9 @@ impl Streams {
         if self.rescan_in() != Some(Duration::ZERO) {
             return Ok(());
         }
-        self.changed = false;
         self.last_scan = Instant::now();
-        let groups = self.scan()?;
+        let (groups, unready) = self.scan()?;
+        self.changed = unready;
         let source = self.source.clone();
         for stream in &mut self.streams {
             let now = stream.id.as_ref().and_then(|id| groups.get(id));

@@ -825,3 +825,34 @@ fn buffer_of_the_previous_version_is_adopted_and_nothing_is_lost() {
     let n = assert_exactly_once(&journal_cursors(&corpus), &parquet_cursors(&t.data()));
     assert_eq!(n, 3000);
 }
+
+/// Guards a journal file that appears before its header is written (journal-remote and journald
+/// create the file, then write it): no further event comes for it, so the directory is looked at
+/// again until the file can be told, and every entry of it is read.
+#[test]
+fn journal_file_whose_header_comes_later_is_read() {
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 500 --hosts 1 --seed 61 --duration 5m");
+    let source = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "journal"))
+        .unwrap();
+    let followed = t.path().join("followed");
+    std::fs::create_dir_all(&followed).unwrap();
+    let dir = followed.to_str().unwrap().to_owned();
+    let (mut child, _notify) = start_collector(&t, &["--directory", &dir, "--from-head"]);
+    // Made empty, then filled in place: the fill is no event the collector watches for.
+    let file = followed.join("remote-late.journal");
+    std::fs::write(&file, b"").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::write(&file, std::fs::read(&source).unwrap()).unwrap();
+    eventually(Duration::from_secs(30), "the 500 entries", || {
+        t.cursor_counts().len() >= 500
+    });
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(10)).success());
+    let counts = t.cursor_counts();
+    assert_eq!(counts.len(), 500);
+    assert!(counts.values().all(|&n| n == 1));
+}
