@@ -83,7 +83,10 @@ def main():
                 os.symlink(os.path.join(corpus, n), os.path.join(d, n))
         files.append(d)
     received = os.path.join(WORK, f"fleet-received-{HOSTS}")
-    subprocess.run(["rm", "-rf", received, os.path.join(WORK, "fleet-state"), os.path.join(WORK, "fleet-data")])
+    # A run starts from nothing: journal-upload's saved cursors would make it send nothing.
+    subprocess.run(["rm", "-rf", received, os.path.join(WORK, "fleet-state"),
+                    os.path.join(WORK, "fleet-data")] +
+                   [os.path.join(WORK, f) for f in os.listdir(WORK) if f.startswith("fleet-upload-") and f.endswith(".state")])
     os.makedirs(received)
     config = os.path.join(WORK, "fleet.toml")
     open(config, "w").close()
@@ -122,7 +125,7 @@ def main():
         env = dict(os.environ, NOTIFY_SOCKET=notify_path)
         env.pop("JOURNAL_STREAM", None)
         collector = subprocess.Popen([f"{BIN}/journal-parquet", *common, "--directory", received,
-                                      "--from-head"], env=env, stdin=subprocess.DEVNULL,
+                                      "--from-head", "--log-level", "debug"], env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(WORK, "fleet-collector.log"), "w"))
         procs.append(collector)
