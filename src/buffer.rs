@@ -127,12 +127,7 @@ impl Buffer {
         state: &CollectorState,
         reread: bool,
     ) -> Result<PathBuf> {
-        make_private_dir(&self.dir).context("cannot use the buffer directory")?;
-        write_atomically(
-            &self.sidecar(no, "start"),
-            format!("{}\n", start.to_line()).as_bytes(),
-            0o640,
-        )?;
+        self.write_start(no, start)?;
         let path = self.segment_path(no);
         let tmp = PathBuf::from(format!("{}.new", path.display()));
         for leftover in [&tmp, &Self::wal(&tmp)] {
@@ -144,6 +139,16 @@ impl Buffer {
         })?;
         sync_dir(&self.dir)?;
         Ok(path)
+    }
+
+    /// Writes segment `no`'s `.start` (before the segment itself appears).
+    fn write_start(&self, no: u64, start: &Position) -> Result<()> {
+        make_private_dir(&self.dir).context("cannot use the buffer directory")?;
+        write_atomically(
+            &self.sidecar(no, "start"),
+            format!("{}\n", start.to_line()).as_bytes(),
+            0o640,
+        )
     }
 
     /// Removes segment `no` (empty, or its rows all exported): the file, its WAL, then its
@@ -288,12 +293,7 @@ impl Buffer {
         conn.close().map_err(|(_, e)| e).with_context(context)?;
 
         let no = self.segments()?.last().map_or(1, |n| n + 1);
-        make_private_dir(&self.dir).context("cannot use the buffer directory")?;
-        write_atomically(
-            &self.sidecar(no, "start"),
-            format!("{}\n", start.to_line()).as_bytes(),
-            0o640,
-        )?;
+        self.write_start(no, &start)?;
         let path = self.segment_path(no);
         let legacy_wal = Self::wal(legacy);
         if legacy_wal.exists() {

@@ -427,6 +427,17 @@ fn synthetic_segment(t: &TestDir, no: u64, minute: i64, first: u64, rows: u64) {
 
 const BUSY_MINUTE: i64 = 1_709_251_200_000_000;
 
+/// The number of the buffer's last segment (0 when there is none).
+fn last_segment_no(t: &TestDir) -> u64 {
+    t.settings()
+        .buffer()
+        .segments()
+        .unwrap()
+        .last()
+        .copied()
+        .unwrap_or(0)
+}
+
 fn busy_minute_file(t: &TestDir) -> std::path::PathBuf {
     t.data().join("busy/2024/03/01/20240301-0000.parquet")
 }
@@ -456,14 +467,7 @@ fn readable_row_groups_of_a_damaged_file_stay_in_the_archive() {
     assert_eq!(readable, 250);
 
     // One more entry of that minute arrives: the minute must be merged with the damaged file.
-    let open = t.segments().last().map_or(0, |p| {
-        p.file_stem()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    });
+    let open = last_segment_no(&t);
     synthetic_segment(&t, open + 1, BUSY_MINUTE, 1000, 1);
     let out = run_ok(&mut t.flush(&[]));
     let err = stderr(&out);
@@ -491,14 +495,7 @@ fn unreadable_minute_file_fails_the_minute_and_keeps_file_and_rows() {
     run_ok(&mut t.flush(&[]));
     let file = busy_minute_file(&t);
     let before = tree_digest(&t.data());
-    let open = t.segments().last().map_or(0, |p| {
-        p.file_stem()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    });
+    let open = last_segment_no(&t);
     synthetic_segment(&t, open + 1, BUSY_MINUTE, 100, 20);
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
     // Root reads anything: take that away from this one run.
