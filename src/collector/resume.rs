@@ -73,7 +73,7 @@ pub fn find_open_segment(settings: &Settings, buffer: &Buffer) -> Result<Found> 
         buffer.memory_limit(),
         Instant::now() + Duration::from_secs(60),
     )
-    .and_then(Segment::without_checkpoint_on_close);
+    .and_then(Segment::for_collector);
     match opened {
         Ok(segment) => {
             let state = segment.collector_state()?;

@@ -15,7 +15,7 @@ use duckdb::arrow::record_batch::RecordBatch;
 
 use crate::buffer::Buffer;
 use crate::position::{write_state_file, Position, SavedState};
-use crate::segment::{CollectorState, Segment};
+use crate::segment::{CollectorState, Segment, ROW_GROUP_ROWS};
 
 /// Who holds the open segment.
 enum Slot {
@@ -120,6 +120,17 @@ impl Writer {
         matches!(&self.slot, Slot::Committing(f) if f.thread.is_finished())
     }
 
+    /// How many rows the open segment's last row group has room for, counting the commit in
+    /// flight: a batch of that size ends on a row group boundary (see `ROW_GROUP_ROWS`).
+    pub fn room_in_row_group(&self) -> usize {
+        let in_flight = match &self.slot {
+            Slot::Committing(f) if f.sealing => return ROW_GROUP_ROWS as usize,
+            Slot::Committing(f) => f.rows,
+            Slot::Idle(_) | Slot::Closed => 0,
+        };
+        (ROW_GROUP_ROWS - (self.segment_rows + in_flight) % ROW_GROUP_ROWS) as usize
+    }
+
     pub fn in_flight(&self) -> bool {
         matches!(self.slot, Slot::Committing(_))
     }
@@ -171,10 +182,13 @@ impl Writer {
         };
         let buffer = self.buffer.clone();
         let next = self.open_no + 1;
+        // A sealed segment is checkpointed by jp-flush: a seal never waits for one.
+        let checkpoint =
+            n > 0 && (self.segment_rows + n).is_multiple_of(ROW_GROUP_ROWS) && seal.is_none();
         let thread = std::thread::Builder::new()
             .name("commit".into())
             .spawn(move || {
-                let committed = segment.commit(rows, &state);
+                let committed = segment.commit(rows, &state, checkpoint);
                 let Some(reread) = seal.filter(|_| committed.is_ok()) else {
                     return Done {
                         segment,
@@ -339,5 +353,5 @@ fn open_new(
     reread: bool,
 ) -> Result<Segment> {
     let path = buffer.create(no, start, state, reread)?;
-    Segment::open(&path, buffer.memory_limit())?.without_checkpoint_on_close()
+    Segment::open(&path, buffer.memory_limit())?.for_collector()
 }
