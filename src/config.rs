@@ -335,7 +335,7 @@ impl Settings {
         if !(1..=10_000_000).contains(&max_batch_entries) {
             return Err(bad("max_batch_entries", "must be between 1 and 10000000").into());
         }
-        let max_batch_mib = file.max_batch_mib.unwrap_or(64);
+        let max_batch_mib = file.max_batch_mib.unwrap_or(24);
         if !(1..=4096).contains(&max_batch_mib) {
             return Err(bad("max_batch_mib", "must be between 1 and 4096").into());
         }

@@ -403,7 +403,11 @@ fn main_loop(
         // quickly even while reading a backlog; commits still happen once per commit interval.
         let until = (c.pending_since.unwrap_or_else(Instant::now) + c.settings.commit_interval)
             .min(Instant::now() + Duration::from_millis(50));
-        let fill = c.reader.fill(&mut c.batch, c.limits, until)?;
+        let limits = Limits {
+            entries: c.limits.entries.min(c.writer.room_in_row_group()),
+            ..c.limits
+        };
+        let fill = c.reader.fill(&mut c.batch, limits, until)?;
         let caught_up = matches!(fill, Fill::CaughtUp);
         c.caught_up_at = caught_up.then(now_usec);
         if !c.batch.is_empty() && c.pending_since.is_none() {
@@ -416,7 +420,7 @@ fn main_loop(
             // The caller's final commit records the rows and the watermark.
             return Ok(());
         }
-        if (due || c.limits.full(&c.batch)) && !c.batch.is_empty() {
+        if (due || limits.full(&c.batch)) && !c.batch.is_empty() {
             c.commit()?;
             c.note_stall();
             c.refresh_status(false);
@@ -505,6 +509,7 @@ fn main_loop(
         }
         if caught_up {
             c.reader.journal.rescan()?;
+            c.reader.journal.check_tails()?;
         }
     }
 }

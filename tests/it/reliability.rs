@@ -1007,3 +1007,100 @@ fn fleet_through_journal_upload_and_remote_arrives_once_per_host() {
         sent.len()
     );
 }
+
+/// Guards following many growing files at once: sixteen hosts' journals sent by sixteen
+/// `systemd-journal-upload` processes to sixteen `systemd-journal-remote` listeners, which write
+/// one file each into the directory the collector follows, all while it runs. Every entry is read
+/// without a restart. (libsystemd drops a file from a journal opened on a list of files when
+/// stepping through it fails while it is being written, and never takes it back: the collector
+/// read 1,277 of 200,000 such entries and then slept, until it compared what the file headers
+/// hold with what it had read.)
+#[test]
+fn sixteen_journal_remote_files_growing_at_once_are_read_to_their_end() {
+    const HOSTS: usize = 16;
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 160000 --hosts 16 --seed 47 --duration 20m");
+    let received = t.path().join("remote");
+    std::fs::create_dir_all(&received).unwrap();
+    let dir = received.to_str().unwrap().to_owned();
+    let mut remotes = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..HOSTS {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        remotes.push(KillOnDrop(
+            Command::new("/lib/systemd/systemd-journal-remote")
+                .arg(format!("--listen-http=127.0.0.1:{port}"))
+                .arg(format!("--output={dir}/remote-host{i}.journal"))
+                .arg("--split-mode=none")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start systemd-journal-remote"),
+        ));
+        ports.push(port);
+    }
+    for port in &ports {
+        eventually(Duration::from_secs(20), "journal-remote to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok()
+        });
+    }
+    let (mut collector, _notify) = start_collector(&t, &["--directory", &dir, "--from-head"]);
+    let files = files_ending(&corpus, ".journal");
+    assert_eq!(files.len(), HOSTS, "one journal file per host");
+    let uploads: Vec<_> = files
+        .iter()
+        .zip(&ports)
+        .enumerate()
+        .map(|(i, (file, port))| {
+            Command::new("/lib/systemd/systemd-journal-upload")
+                .arg(format!("--url=http://127.0.0.1:{port}"))
+                .arg(format!("--file={}", file.display()))
+                .arg("--follow=no")
+                .arg(format!(
+                    "--save-state={}",
+                    t.path().join(format!("upload-{i}.state")).display()
+                ))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start systemd-journal-upload")
+        })
+        .collect();
+    for u in uploads {
+        let out = u.wait_with_output().unwrap();
+        assert!(out.status.success(), "journal-upload: {}", stderr(&out));
+    }
+    // Each journal-remote file numbers its entries from 1, and the state file holds the cursor
+    // of the last entry committed from each: their sequence numbers add up to what was read.
+    let sent = journalctl_json(&corpus).len() as u64;
+    let committed = || -> u64 {
+        let text = std::fs::read_to_string(t.state().join("cursor")).unwrap_or_default();
+        text.lines()
+            .next()
+            .unwrap_or("")
+            .split(' ')
+            .filter_map(|c| c.split(';').find_map(|p| p.strip_prefix("i=")))
+            .map(|i| u64::from_str_radix(i, 16).unwrap())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed() < sent {
+        assert!(
+            Instant::now() < deadline,
+            "the collector committed {} of the {sent} entries journal-remote wrote, and no more",
+            committed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sigterm(&collector);
+    assert!(wait_with_limit(&mut collector, Duration::from_secs(30)).success());
+    drop(remotes);
+    final_flush(&t);
+    assert_eq!(parquet_rows(&t.data()).len() as u64, sent);
+}
