@@ -13,7 +13,13 @@ file's cursors: each journal-remote file numbers its entries from 1, one cursor 
 entry's lag is the time from the moment journal-remote had written it to the moment the collector
 had committed it.
 
-Usage: fleet.py BIN_DIR WORK_DIR HOSTS [ENTRIES]   (run as root; ENTRIES in all, default 400,000)
+With RATE (entries/s in all), the uploads are held to that rate: a thread stops them (SIGSTOP)
+whenever journal-remote has written more than RATE × elapsed, and lets them go on (SIGCONT) when
+it has written less, every 20 ms. That finds the highest rate at which the collector's lag stays
+under a bound, on a machine whose cores the chain itself shares.
+
+Usage: fleet.py BIN_DIR WORK_DIR HOSTS [ENTRIES [RATE]]   (run as root; ENTRIES in all, default
+400,000; RATE: as fast as the chain goes)
 """
 import bisect
 import os
@@ -27,6 +33,7 @@ import time
 
 BIN, WORK, HOSTS = sys.argv[1], sys.argv[2], int(sys.argv[3])
 ENTRIES = int(sys.argv[4]) if len(sys.argv) > 4 else 400_000
+RATE = int(sys.argv[5]) if len(sys.argv) > 5 else None
 HERE = os.path.dirname(os.path.abspath(__file__))
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -165,6 +172,20 @@ def main():
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
                    for i, (f, port) in enumerate(zip(files, ports))]
+        if RATE:
+            import signal
+
+            def throttle():
+                stopped = False
+                while any(u.poll() is None for u in uploads):
+                    ahead = written(received) > RATE * (time.monotonic() - started)
+                    if ahead != stopped:
+                        for u in uploads:
+                            if u.poll() is None:
+                                u.send_signal(signal.SIGSTOP if ahead else signal.SIGCONT)
+                        stopped = ahead
+                    time.sleep(0.02)
+            threading.Thread(target=throttle, daemon=True).start()
         for u in uploads:
             u.wait()
         sent_in = time.monotonic() - started
@@ -192,7 +213,8 @@ def main():
                 lags.append(max(0.0, t - times[i]))
         rate = total / sent_in
         print(f"fleet of {HOSTS}: {total:,} entries through journal-upload and journal-remote in "
-              f"{sent_in:.1f} s ({rate:,.0f} entries/s, the chain's maximum here); the collector "
+              f"{sent_in:.1f} s ({rate:,.0f} entries/s, "
+              f"{'held to ' + format(RATE, ',') if RATE else 'the chain' + chr(39) + 's maximum here'}); the collector "
               f"had committed them all {caught_up_in - sent_in:.1f} s after the last upload ended")
         print(f"  collector lag behind journal-remote while sending: p50 {percentile(lags, 50):.2f} s, "
               f"p99 {percentile(lags, 99):.2f} s, max {max(lags or [float('nan')]):.2f} s "
