@@ -18,6 +18,10 @@ use crate::journal::Source;
 /// The config file read when `--config` is not given; a missing default file means defaults.
 pub const DEFAULT_CONFIG: &str = "/etc/journal-parquet/config.toml";
 
+/// The log levels, for the flag, the config key and the environment variable alike.
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+const LOG_LEVEL_ENV: &str = "JOURNAL_PARQUET_LOG_LEVEL";
+
 /// A configuration problem: the binaries exit with 78 (EX_CONFIG) for it.
 #[derive(Debug)]
 pub struct BadConfig(pub String);
@@ -81,7 +85,9 @@ pub struct CommonArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// error, warn, info, debug or trace [default: info, or $JOURNAL_PARQUET_LOG_LEVEL]
-    #[arg(long, value_name = "LEVEL")]
+    // Checked here, so that a bad flag is a usage error (exit 2) naming the flag, not a bad key
+    // of the config file.
+    #[arg(long, value_name = "LEVEL", value_parser = LOG_LEVELS)]
     pub log_level: Option<String>,
     /// Check the configuration, print the settings in effect as TOML, and exit: 0 valid, 78 not
     #[arg(long)]
@@ -366,17 +372,21 @@ impl Settings {
         if !(1..=100_000_000).contains(&journal_reopen_entries) {
             return Err(bad("journal_reopen_entries", "must be between 1 and 100000000").into());
         }
-        let level_text = common
-            .log_level
-            .clone()
-            .or(file.log_level)
-            .or_else(|| std::env::var("JOURNAL_PARQUET_LOG_LEVEL").ok())
-            .unwrap_or_else(|| "info".into());
+        // Each source of the level is named by what it is: the flag, the file's key, or the
+        // environment variable.
+        let env_level = std::env::var(LOG_LEVEL_ENV).ok();
+        let (level_text, level_from) = match (common.log_level.clone(), file.log_level, env_level) {
+            (Some(l), _, _) => (l, None),
+            (None, Some(l), _) => (l, None),
+            (None, None, Some(l)) => (l, Some(LOG_LEVEL_ENV)),
+            (None, None, None) => ("info".into(), None),
+        };
         let log_level: LevelFilter = level_text.parse().map_err(|_| {
-            bad(
-                "log_level",
-                &format!("{level_text:?} is not one of error, warn, info, debug, trace"),
-            )
+            let why = format!("{level_text:?} is not one of {}", LOG_LEVELS.join(", "));
+            match level_from {
+                Some(var) => BadConfig(format!("environment variable ${var}: {why}")),
+                None => bad("log_level", &why),
+            }
         })?;
 
         let compression_text = file.compression.unwrap_or_else(|| "zstd".into());

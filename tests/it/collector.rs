@@ -245,6 +245,22 @@ fn bad_config_exits_78_naming_the_file_and_key() {
 
     let out = run(&mut t.collector(&["--no-such-flag"]));
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+
+    // A bad level from the flag or the environment is not the config file's fault, even when
+    // there is one.
+    write_file(&t.config(), "commit_interval_ms = 5000\n");
+    let out = run(&mut t.collector(&["--once", "--log-level", "loud"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--log-level"), "{err}");
+    assert!(!err.contains(t.config().to_str().unwrap()), "{err}");
+    let out = run(t
+        .collector(&["--once"])
+        .env("JOURNAL_PARQUET_LOG_LEVEL", "loud"));
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("$JOURNAL_PARQUET_LOG_LEVEL"), "{err}");
+    assert!(!err.contains(t.config().to_str().unwrap()), "{err}");
 }
 
 /// Guards exit 1 with the path named when the state directory cannot be written.
