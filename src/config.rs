@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::buffer::Buffer;
 use crate::journal::Source;
+use crate::retention::Retention;
 
 /// The config file read when `--config` is not given; a missing default file means defaults.
 pub const DEFAULT_CONFIG: &str = "/etc/journal-parquet/config.toml";
@@ -151,6 +152,9 @@ struct FileConfig {
     log_level: Option<String>,
     compression: Option<String>,
     flush_every_sec: Option<u64>,
+    max_age: Option<String>,
+    max_use: Option<String>,
+    keep_free: Option<String>,
 }
 
 /// Everything a binary runs with, resolved.
@@ -175,6 +179,9 @@ pub struct Settings {
     pub compression: Compression,
     /// The collector flushes completed minutes itself this often (None: jp-flush does it).
     pub flush_every: Option<Duration>,
+    /// Retention of the Parquet tree (`max_age`, `max_use`, `keep_free`), applied after each
+    /// flush.
+    pub retention: Retention,
     /// The config file these settings came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -241,6 +248,17 @@ impl Settings {
             "flush_every_sec = {}\n",
             self.flush_every.map_or(0, |d| d.as_secs())
         );
+        let r = &self.retention;
+        match r.max_age {
+            Some(age) => out += &format!("max_age = \"{}s\"\n", age.as_secs()),
+            None => out += "# max_age unset: no limit\n",
+        }
+        for (key, value) in [("max_use", r.max_use), ("keep_free", r.keep_free)] {
+            match value {
+                Some(bytes) => out += &format!("{key} = \"{bytes}\"\n"),
+                None => out += &format!("# {key} unset: no limit\n"),
+            }
+        }
         out
     }
 
@@ -402,6 +420,34 @@ impl Settings {
             Some(_) => return Err(bad("flush_every_sec", "must be at most 86400").into()),
         };
 
+        let span = |key: &str, text: Option<String>| -> Result<Option<Duration>, BadConfig> {
+            text.map(|t| {
+                crate::retention::parse_span(&t).ok_or_else(|| {
+                    bad(
+                        key,
+                        &format!("{t:?} is not a time span such as \"400d\" or \"12h\""),
+                    )
+                })
+            })
+            .transpose()
+        };
+        let size = |key: &str, text: Option<String>| -> Result<Option<u64>, BadConfig> {
+            text.map(|t| {
+                crate::retention::parse_size(&t).ok_or_else(|| {
+                    bad(
+                        key,
+                        &format!("{t:?} is not a size such as \"50G\" or \"512M\""),
+                    )
+                })
+            })
+            .transpose()
+        };
+        let retention = Retention {
+            max_age: span("max_age", file.max_age)?,
+            max_use: size("max_use", file.max_use)?,
+            keep_free: size("keep_free", file.keep_free)?,
+        };
+
         Ok(Settings {
             state_dir,
             data_dir,
@@ -417,6 +463,7 @@ impl Settings {
             log_level,
             compression,
             flush_every,
+            retention,
             config_file,
         })
     }

@@ -23,12 +23,10 @@ use duckdb::Connection;
 use crate::buffer::Buffer;
 use crate::config::{FlushArgs, Settings};
 use crate::handoff::{self, Lease};
-use crate::layout::{make_private_dir, minute_file, sync_dir};
+use crate::layout::{make_private_dir, minute_file, sync_dir, MINUTE_USEC};
 use crate::row::{BUFFER_ONLY_COLUMNS, COLUMNS};
 use crate::segment::{duckdb_config, is_damaged, read_collector_state, CollectorState};
 use crate::service;
-
-const MINUTE_USEC: i64 = 60_000_000;
 
 /// How many sealed segments are attached at once. Each attached DuckDB file keeps some blocks of
 /// its own in memory: hundreds of them (a backlog of failed flushes, a storm of killed ones) did
@@ -43,6 +41,9 @@ pub struct Report {
     pub files_merged: usize,
     pub rows_exported: u64,
     pub segments_removed: usize,
+    /// The oldest minute (µs) that still has rows in the sealed segments after the export, or
+    /// that was held back as not complete: retention keeps its file and every later one.
+    pub keep_from: Option<i64>,
 }
 
 impl Report {
@@ -51,6 +52,10 @@ impl Report {
         self.files_merged += other.files_merged;
         self.rows_exported += other.rows_exported;
         self.segments_removed += other.segments_removed;
+        self.keep_from = match (self.keep_from, other.keep_from) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -255,6 +260,14 @@ struct Minute {
 /// those rows and removes the segments left empty.
 pub fn export(attached: &mut Attached, settings: &Settings, cutoff: Option<i64>) -> Result<Report> {
     let mut report = export_minutes(attached, settings, cutoff)?;
+    report.keep_from = attached
+        .conn
+        .query_row(
+            "SELECT epoch_us(min(minute_key)) FROM journal_logs",
+            [],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .context("failed to find the oldest minute left in the buffer")?;
     report.segments_removed = attached.remove_empty()?;
     Ok(report)
 }
@@ -622,9 +635,16 @@ fn columns_as_is() -> String {
         .join(", ")
 }
 
+/// Exports the segments `lease` holds (see `export_lease`), then applies retention to the tree.
+fn flush_lease(settings: &Settings, buffer: &Buffer, lease: &Lease, all: bool) -> Result<Report> {
+    let report = export_lease(settings, buffer, lease, all)?;
+    apply_retention(settings, report.keep_from)?;
+    Ok(report)
+}
+
 /// Exports the segments `lease` holds: every completed minute (all minutes with `all`), by the
 /// watermark of the newest sealed segment, `ATTACH_AT_ONCE` segments at a time, oldest first.
-fn flush_lease(settings: &Settings, buffer: &Buffer, lease: &Lease, all: bool) -> Result<Report> {
+fn export_lease(settings: &Settings, buffer: &Buffer, lease: &Lease, all: bool) -> Result<Report> {
     let sealed = lease.sealed(buffer)?;
     let Some(&newest) = sealed.last() else {
         return Ok(Report::default());
@@ -636,15 +656,52 @@ fn flush_lease(settings: &Settings, buffer: &Buffer, lease: &Lease, all: bool) -
         match state.and_then(|s| s.watermark_usec) {
             // Minutes that end at or before the watermark are complete.
             Some(w) => Some(w - w.rem_euclid(MINUTE_USEC)),
-            None => return Ok(Report::default()),
+            // Nothing is known to be complete: retention keeps every file.
+            None => {
+                return Ok(Report {
+                    keep_from: Some(i64::MIN),
+                    ..Report::default()
+                })
+            }
         }
     };
-    let mut report = Report::default();
+    let mut report = Report {
+        keep_from: cutoff,
+        ..Report::default()
+    };
     for window in sealed.chunks(ATTACH_AT_ONCE) {
         let mut attached = Attached::open(settings, buffer, window)?;
         report.add(export(&mut attached, settings, cutoff)?);
     }
     Ok(report)
+}
+
+/// Applies `retention` after a flush. Files of minutes from `keep_from` on (and of the current
+/// minute and later, whose rows may still be in the collector's open segment) are kept. Logged
+/// once, at notice, when it deleted something.
+fn apply_retention(settings: &Settings, keep_from: Option<i64>) -> Result<()> {
+    let r = &settings.retention;
+    if r.is_off() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now().timestamp_micros();
+    let this_minute = now - now.rem_euclid(MINUTE_USEC);
+    let keep_from = keep_from.map_or(this_minute, |k| k.min(this_minute));
+    let warned = settings.state_dir.join("retention-foreign");
+    let d = crate::retention::apply(&settings.data_dir, r, keep_from, now, &warned)?;
+    if d.files > 0 {
+        log::info!(
+            "retention deleted {} minute files, {} bytes, from {} ({} older than max_age, {} over \
+             max_use, {} to keep keep_free)",
+            d.files,
+            d.bytes,
+            settings.data_dir.display(),
+            d.by_age,
+            d.by_use,
+            d.by_free
+        );
+    }
+    Ok(())
 }
 
 /// The collector's `--flush-every`: exports the segments below `open`, which it has just
@@ -669,7 +726,7 @@ pub fn run(args: &FlushArgs) -> Result<()> {
             "nothing to flush: there is no buffer at {}",
             buffer.dir().display()
         );
-        return Ok(());
+        return apply_retention(&settings, None);
     }
     let started = Instant::now();
     let lease = handoff::acquire(&settings.state_dir, &buffer, settings.handoff_timeout)?;

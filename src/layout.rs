@@ -91,6 +91,9 @@ pub fn unescape_host(dir: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A minute in µs: files are per UTC minute, and so are the buffer's `minute_key`s.
+pub const MINUTE_USEC: i64 = 60_000_000;
+
 /// `DATA/HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet` for the minute starting at `minute_usec` (UTC).
 pub fn minute_file(data_dir: &Path, host_dir: &str, minute_usec: i64) -> PathBuf {
     let t = chrono::DateTime::from_timestamp_micros(minute_usec).unwrap_or_default();

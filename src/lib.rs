@@ -13,6 +13,7 @@ pub mod handoff;
 pub mod journal;
 pub mod layout;
 pub mod position;
+pub mod retention;
 pub mod row;
 pub mod segment;
 pub mod service;

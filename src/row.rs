@@ -10,7 +10,7 @@ use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use duckdb::arrow::record_batch::RecordBatch;
 
 use crate::journal::id128_hex;
-use crate::layout::host_dir;
+use crate::layout::{host_dir, MINUTE_USEC};
 
 /// The columns of `journal_logs` and of the Parquet files, in order: name, DuckDB type, and
 /// whether the column can be NULL. Parquet files mark the same columns OPTIONAL in every file,
@@ -85,8 +85,6 @@ const EXE: usize = 9;
 const MACHINE_ID: usize = 10;
 const TRANSPORT: usize = 11;
 const SOURCE_REALTIME: usize = 12;
-
-const MINUTE_USEC: i64 = 60_000_000;
 
 /// What the journal says about an entry outside its data objects.
 pub struct EntryMeta<'a> {

@@ -568,3 +568,230 @@ fn busy_minute_of_3m_entries_exports_within_the_memory_limit() {
         t.settings().flush_memory_limit
     );
 }
+
+/// Our minute files under `data`: (minute start in µs, path, bytes), oldest first.
+fn minute_files(data: &std::path::Path) -> Vec<(i64, std::path::PathBuf, u64)> {
+    let mut files: Vec<_> = walk(data)
+        .into_iter()
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "parquet"))
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_owned();
+            let t = chrono::NaiveDateTime::parse_from_str(&name, "%Y%m%d-%H%M.parquet").ok()?;
+            Some((
+                t.and_utc().timestamp_micros(),
+                p.clone(),
+                p.metadata().ok()?.len(),
+            ))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn now_usec() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// No directory under `data` is left empty (retention removes the day, month, year and host
+/// directories it empties).
+fn assert_no_empty_dir(data: &std::path::Path) {
+    for p in walk(data) {
+        if p.is_dir() && p != data {
+            assert!(
+                std::fs::read_dir(&p).unwrap().next().is_some(),
+                "{} left empty",
+                p.display()
+            );
+        }
+    }
+}
+
+/// Guards `max_age`: after a flush, minute files whose minute ended longer ago than the limit are
+/// deleted, newer ones kept, and the directories emptied removed; the run says so once.
+#[test]
+fn retention_by_age_deletes_minutes_older_than_max_age() {
+    let t = TestDir::new();
+    let start = chrono::Utc::now() - chrono::Duration::hours(2);
+    let corpus = t.corpus(
+        "corpus",
+        &format!(
+            "-n 3000 --hosts 2 --seed 61 --duration 60m --start {}",
+            start.format("%Y-%m-%dT%H:%M:%SZ")
+        ),
+    );
+    write_file(&t.config(), "max_age = \"90min\"\n");
+    t.backfill(&corpus);
+    let before = now_usec();
+    let out = run_ok(&mut t.flush(&["--all"]));
+    let after = now_usec();
+    let limit = 90 * 60_000_000;
+    let kept = minute_files(&t.data());
+    assert!(!kept.is_empty(), "the newer half was kept");
+    for (minute, path, _) in &kept {
+        assert!(
+            minute + 60_000_000 > before - limit,
+            "{} is older than max_age",
+            path.display()
+        );
+    }
+    // Every minute of the corpus that ended before the limit (as of the run's end) is gone.
+    let all_minutes: BTreeSet<i64> = journalctl_json(&corpus)
+        .values()
+        .map(|e| {
+            let t: i64 = e["__REALTIME_TIMESTAMP"].as_str().unwrap().parse().unwrap();
+            t - t.rem_euclid(60_000_000)
+        })
+        .collect();
+    let kept_minutes: BTreeSet<i64> = kept.iter().map(|(m, _, _)| *m).collect();
+    for m in &all_minutes {
+        if m + 60_000_000 > after - limit {
+            assert!(
+                kept_minutes.contains(m),
+                "minute {m} is within max_age but gone"
+            );
+        }
+    }
+    assert!(
+        kept_minutes.len() < all_minutes.len(),
+        "nothing was deleted"
+    );
+    assert_no_empty_dir(&t.data());
+    let err = stderr(&out);
+    assert_eq!(err.matches("retention deleted").count(), 1, "{err}");
+}
+
+/// Guards `max_use`: the oldest minutes go first (across hosts) until the files we wrote use at
+/// most the limit; files we did not write are never deleted nor counted, and are named in a
+/// warning the first time only.
+#[test]
+fn retention_by_size_deletes_the_oldest_minutes_and_leaves_foreign_files() {
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 6000 --hosts 2 --seed 62 --duration 30m");
+    t.backfill(&corpus);
+    run_ok(&mut t.flush(&["--all"]));
+    let full = minute_files(&t.data());
+    let total: u64 = full.iter().map(|f| f.2).sum();
+    let foreign = [
+        t.data().join("notes.txt"),
+        full[0].1.parent().unwrap().join("keep-me.txt"),
+    ];
+    for f in &foreign {
+        std::fs::write(f, vec![b'x'; 100_000]).unwrap();
+    }
+
+    write_file(&t.config(), &format!("max_use = \"{}\"\n", total / 2));
+    let out = run_ok(&mut t.flush(&[]));
+    let err = stderr(&out);
+    let kept = minute_files(&t.data());
+    let used: u64 = kept.iter().map(|f| f.2).sum();
+    assert!(
+        used <= total / 2,
+        "{used} bytes kept of a limit of {}",
+        total / 2
+    );
+    assert!(used > (total / 2).saturating_sub(full.iter().map(|f| f.2).max().unwrap() * 2));
+    let oldest_kept = kept.first().unwrap().0;
+    for (minute, path, _) in &full {
+        if !kept.iter().any(|k| &k.1 == path) {
+            assert!(
+                *minute <= oldest_kept,
+                "{} went before an older file",
+                path.display()
+            );
+        }
+    }
+    for f in &foreign {
+        assert!(f.exists(), "{} was deleted", f.display());
+        assert!(err.contains(&f.display().to_string()), "not named: {err}");
+    }
+    assert!(err.contains("retention deleted"), "{err}");
+    // Named once: the next run is quiet about them.
+    let again = stderr(&run_ok(&mut t.flush(&[])));
+    assert!(!again.contains("keep-me.txt"), "{again}");
+    assert_eq!(
+        minute_files(&t.data()).len(),
+        kept.len(),
+        "a second run deleted more"
+    );
+}
+
+/// Guards `keep_free` on a nearly full file system: the oldest minutes go until the data file
+/// system has the free space asked for; a file we did not write (here what filled the disk)
+/// stays.
+#[test]
+fn retention_keep_free_makes_room_on_a_nearly_full_tmpfs() {
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 40000 --hosts 1 --seed 63 --duration 40m");
+    let _disk = crate::reliability::Tmpfs::mount(&t.data(), "16m");
+    t.backfill(&corpus);
+    run_ok(&mut t.flush(&["--all"]));
+    let full = minute_files(&t.data());
+    let free = || {
+        let st = nix::sys::statvfs::statvfs(&t.data()).unwrap();
+        st.blocks_available() as u64 * st.fragment_size() as u64
+    };
+    // Fill the disk up to 512 KiB free.
+    let filler = t.data().join("filler");
+    std::fs::write(&filler, vec![0u8; (free() - 512 * 1024) as usize]).unwrap();
+    assert!(free() < 1 << 20);
+
+    write_file(&t.config(), "keep_free = \"2M\"\n");
+    let out = run_ok(&mut t.flush(&[]));
+    assert!(free() >= 2 << 20, "{} bytes free: {}", free(), stderr(&out));
+    assert!(filler.exists());
+    let kept = minute_files(&t.data());
+    assert!(
+        !kept.is_empty() && kept.len() < full.len(),
+        "{} of {}",
+        kept.len(),
+        full.len()
+    );
+    let oldest_kept = kept.first().unwrap().0;
+    assert!(full
+        .iter()
+        .filter(|f| !kept.contains(f))
+        .all(|f| f.0 < oldest_kept));
+}
+
+/// Guards that retention never deletes the file of a minute that still has rows in the buffer
+/// (they would come back as a partial file), even with a limit every file is over.
+#[test]
+fn retention_keeps_minutes_that_still_have_rows_in_the_buffer() {
+    let t = TestDir::new();
+    // Entries up to now: the newest minute is not complete yet for a collector that reads them
+    // (its watermark is the time it caught up, less a grace).
+    let start = (chrono::Utc::now() - chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M:%SZ");
+    let args = |seed: u32, n: u32| {
+        format!("-n {n} --hosts 1 --seed {seed} --duration 10m --start {start}")
+    };
+    let first = t.corpus("first", &args(64, 2000));
+    t.backfill(&first);
+    run_ok(&mut t.flush(&["--all"]));
+    let files = minute_files(&t.data());
+    // Late entries of another source for the same minutes: the last of them is not complete
+    // (the watermark stands in it), so its rows stay in the buffer after the next flush.
+    let late = t.corpus("late", &args(65, 500));
+    t.backfill(&late);
+    write_file(&t.config(), "max_use = \"1\"\n");
+    run_ok(&mut t.flush(&[]));
+    let left = t
+        .with_buffer(|c| {
+            c.query_row(
+                "SELECT epoch_us(min(minute_key)) FROM journal_logs",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+        })
+        .unwrap()
+        .expect("rows of the newest minute are still in the buffer");
+    let kept = minute_files(&t.data());
+    for f in files.iter().filter(|f| f.0 >= left) {
+        assert!(
+            kept.iter().any(|k| k.1 == f.1),
+            "{} was deleted with rows of its minute in the buffer",
+            f.1.display()
+        );
+    }
+    assert!(kept.iter().all(|k| k.0 >= left), "an older file was kept");
+    assert!(kept.len() < files.len(), "nothing was deleted");
+}
