@@ -13,6 +13,7 @@ use log::LevelFilter;
 use serde::Deserialize;
 
 use crate::buffer::Buffer;
+use crate::filter::{Filter, GLOB_KEYS};
 use crate::journal::Source;
 use crate::retention::Retention;
 
@@ -155,6 +156,12 @@ struct FileConfig {
     max_age: Option<String>,
     max_use: Option<String>,
     keep_free: Option<String>,
+    include_units: Option<Vec<String>>,
+    exclude_units: Option<Vec<String>>,
+    include_identifiers: Option<Vec<String>>,
+    exclude_identifiers: Option<Vec<String>>,
+    exclude_fields: Option<Vec<String>>,
+    max_priority: Option<u8>,
 }
 
 /// Everything a binary runs with, resolved.
@@ -182,6 +189,8 @@ pub struct Settings {
     /// Retention of the Parquet tree (`max_age`, `max_use`, `keep_free`), applied after each
     /// flush.
     pub retention: Retention,
+    /// Which entries the collector keeps, and which fields it drops.
+    pub filter: Filter,
     /// The config file these settings came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -248,6 +257,17 @@ impl Settings {
             "flush_every_sec = {}\n",
             self.flush_every.map_or(0, |d| d.as_secs())
         );
+        for (i, key) in GLOB_KEYS.iter().enumerate() {
+            let globs: Vec<String> = self.filter.globs(i).map(toml_string).collect();
+            match globs.is_empty() {
+                true => out += &format!("# {key} unset: no filter\n"),
+                false => out += &format!("{key} = [{}]\n", globs.join(", ")),
+            }
+        }
+        match self.filter.max_priority {
+            Some(p) => out += &format!("max_priority = {p}\n"),
+            None => out += "# max_priority unset: every priority\n",
+        }
         let r = &self.retention;
         match r.max_age {
             Some(age) => out += &format!("max_age = \"{}s\"\n", age.as_secs()),
@@ -442,6 +462,18 @@ impl Settings {
             })
             .transpose()
         };
+        if file.max_priority.is_some_and(|p| p > 7) {
+            return Err(bad("max_priority", "must be between 0 (emerg) and 7 (debug)").into());
+        }
+        let lists = [
+            file.include_units,
+            file.exclude_units,
+            file.include_identifiers,
+            file.exclude_identifiers,
+            file.exclude_fields,
+        ];
+        let filter = Filter::new(lists.map(Option::unwrap_or_default), file.max_priority)
+            .map_err(|(i, why)| bad(GLOB_KEYS[i], &why))?;
         let retention = Retention {
             max_age: span("max_age", file.max_age)?,
             max_use: size("max_use", file.max_use)?,
@@ -464,6 +496,7 @@ impl Settings {
             compression,
             flush_every,
             retention,
+            filter,
             config_file,
         })
     }

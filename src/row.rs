@@ -138,6 +138,12 @@ impl Fields {
     pub fn byte_len(&self) -> usize {
         self.bytes.len()
     }
+
+    /// Keeps only the fields whose name `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        let bytes = &self.bytes;
+        self.spans.retain(|&(s, eq, _)| keep(&bytes[s..eq]));
+    }
 }
 
 /// systemd's `utf8_is_printable()`: what journalctl prints as a JSON string rather than as an

@@ -72,6 +72,7 @@ impl Collector {
             committed_total: self.writer.committed_total,
             newest_usec: self.reader.newest_usec,
             caught_up: self.caught_up_at.is_some(),
+            filtered: self.reader.filtered,
         }
     }
 
@@ -100,6 +101,7 @@ impl Collector {
         *self.writer.gaps_total_mut() += self.reader.journal.take_gaps();
         self.writer.commit(rows, position, watermark)?;
         self.pending_since = None;
+        self.reader.unsaved = false;
         Ok(())
     }
 
@@ -142,6 +144,7 @@ impl Collector {
         if small {
             *self.writer.gaps_total_mut() += self.reader.journal.take_gaps();
             self.pending_since = None;
+            self.reader.unsaved = false;
         }
         match and_seal {
             true => self.writer.seal_in_background(rows, position, watermark),
@@ -318,13 +321,14 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         std::fs::remove_file(path)
             .with_context(|| format!("failed to remove {}", path.display()))?;
     }
+    let filter = settings.filter.clone();
     let mut collector = Collector {
         limits: Limits {
             entries: settings.max_batch_entries,
             bytes: settings.max_batch_bytes,
         },
         settings,
-        reader: Reader::new(journal),
+        reader: Reader::new(journal, filter),
         writer,
         batch: Batch::new(crate::layout::local_host_dir()),
         pending_since: None,
@@ -368,8 +372,9 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
     result?;
     closed?;
     log::info!(
-        "stopped after committing {committed_total} entries ({gaps_total} gaps found so far, {} \
-         entries with a corrupt data object this run)",
+        "stopped after committing {committed_total} entries ({} left out by the filters, \
+         {gaps_total} gaps found so far, {} entries with a corrupt data object this run)",
+        reader.filtered,
         reader.corrupt_entries
     );
     Ok(())
@@ -410,7 +415,8 @@ fn main_loop(
         let fill = c.reader.fill(&mut c.batch, limits, until)?;
         let caught_up = matches!(fill, Fill::CaughtUp);
         c.caught_up_at = caught_up.then(now_usec);
-        if !c.batch.is_empty() && c.pending_since.is_none() {
+        let unsaved = !c.batch.is_empty() || c.reader.unsaved;
+        if unsaved && c.pending_since.is_none() {
             c.pending_since = Some(Instant::now());
         }
         let due = c
@@ -420,7 +426,7 @@ fn main_loop(
             // The caller's final commit records the rows and the watermark.
             return Ok(());
         }
-        if (due || limits.full(&c.batch)) && !c.batch.is_empty() {
+        if (due || limits.full(&c.batch)) && unsaved {
             c.commit()?;
             c.note_stall();
             c.refresh_status(false);

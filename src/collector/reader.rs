@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use crate::filter::Filter;
 use crate::row::{Batch, EntryMeta, Fields};
 use crate::streams::Streams;
 
@@ -27,6 +28,13 @@ pub struct Reader {
     /// The timestamp of the newest entry read (µs), for STATUS=.
     pub newest_usec: Option<u64>,
     pub corrupt_entries: u64,
+    filter: Filter,
+    /// Entries the filter dropped since the collector started.
+    pub filtered: u64,
+    /// Entries were read (kept or filtered) since the position was last committed: even when
+    /// the filter kept none of them, the position must move past them (a sparse filter must not
+    /// make a restart read everything again).
+    pub unsaved: bool,
 }
 
 pub enum Fill {
@@ -37,12 +45,15 @@ pub enum Fill {
 }
 
 impl Reader {
-    pub fn new(journal: Streams) -> Reader {
+    pub fn new(journal: Streams, filter: Filter) -> Reader {
         Reader {
             journal,
             fields: Fields::default(),
             newest_usec: None,
             corrupt_entries: 0,
+            filter,
+            filtered: 0,
+            unsaved: false,
         }
     }
 
@@ -81,6 +92,12 @@ impl Reader {
                 self.fields.len()
             );
         }
+        self.unsaved = true;
+        if !self.filter.keeps(&self.fields) {
+            self.filtered += 1;
+            return self.journal.mark_read(cursor);
+        }
+        self.filter.strip(&mut self.fields);
         batch.push(
             &EntryMeta {
                 cursor: &cursor,

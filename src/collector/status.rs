@@ -14,6 +14,8 @@ pub struct Figures {
     pub committed_total: u64,
     pub newest_usec: Option<u64>,
     pub caught_up: bool,
+    /// Entries the filters left out since the start.
+    pub filtered: u64,
 }
 
 impl Figures {
@@ -29,8 +31,13 @@ impl Figures {
             }
             _ => "waiting for entries".into(),
         };
+        let filtered = match self.filtered {
+            0 => String::new(),
+            n => format!(" ({n} more left out by the filters)"),
+        };
         format!(
-            "{} entries read since start, {} in the open segment; newest entry {newest}; {lag}",
+            "{} entries read since start{filtered}, {} in the open segment; newest entry \
+             {newest}; {lag}",
             self.committed_total, self.segment_rows
         )
     }

@@ -243,6 +243,18 @@ fn bad_config_exits_78_naming_the_file_and_key() {
     assert_eq!(out.status.code(), Some(78));
     assert!(stderr(&out).contains("log_level"), "{}", stderr(&out));
 
+    for (bad, key) in [
+        ("include_units = [\"\"]\n", "include_units"),
+        ("max_priority = 9\n", "max_priority"),
+        ("max_use = \"5X\"\n", "max_use"),
+        ("max_age = \"400\"\n", "max_age"),
+    ] {
+        write_file(&t.config(), bad);
+        let out = run(&mut t.collector(&["--once"]));
+        assert_eq!(out.status.code(), Some(78), "{bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains(key), "{}", stderr(&out));
+    }
+
     let out = run(&mut t.collector(&["--no-such-flag"]));
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 
@@ -889,4 +901,137 @@ fn journal_file_whose_header_comes_later_is_read() {
     let counts = t.cursor_counts();
     assert_eq!(counts.len(), 500);
     assert!(counts.values().all(|&n| n == 1));
+}
+
+/// The first value of a field of a `journalctl -o json` entry, as text.
+fn field_text(e: &serde_json::Value, name: &str) -> Option<String> {
+    match &e[name] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(values) => {
+            values.first().and_then(|v| v.as_str()).map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+/// Guards the filters: each keeps exactly the entries it says (checked against the corpus with
+/// rules written out here), the entries left out are counted in the stop line, and excluded
+/// fields are gone from the entries kept.
+#[test]
+fn filters_keep_what_they_say_and_count_what_they_leave_out() {
+    let shared = TestDir::new();
+    let corpus = shared.corpus("corpus", "-n 3000 --hosts 2 --seed 71 --duration 10m");
+    let expected = journalctl_json(&corpus);
+    type Rule = fn(&serde_json::Value) -> bool;
+    let cases: [(&str, Rule); 3] = [
+        ("include_units = [\"nginx.*\", \"ssh*\"]\n", |e| {
+            field_text(e, "_SYSTEMD_UNIT")
+                .is_some_and(|u| u.starts_with("nginx.") || u.starts_with("ssh"))
+        }),
+        (
+            "exclude_identifiers = [\"kernel\", \"CRON\"]\nmax_priority = 5\n",
+            |e| {
+                let ident = field_text(e, "SYSLOG_IDENTIFIER");
+                let priority = field_text(e, "PRIORITY").and_then(|p| p.parse::<u8>().ok());
+                !matches!(ident.as_deref(), Some("kernel" | "CRON"))
+                    && priority.is_none_or(|p| p <= 5)
+            },
+        ),
+        (
+            "exclude_units = [\"*.scope\"]\ninclude_identifiers = [\"s?s*\"]\n",
+            |e| {
+                let unit = field_text(e, "_SYSTEMD_UNIT");
+                let ident = field_text(e, "SYSLOG_IDENTIFIER").unwrap_or_default();
+                !unit.is_some_and(|u| u.ends_with(".scope"))
+                    && ident.len() >= 3
+                    && ident.starts_with('s')
+                    && ident[2..].starts_with('s')
+            },
+        ),
+    ];
+    for (config, keep) in cases {
+        let t = TestDir::new();
+        write_file(&t.config(), config);
+        let out = run_ok(&mut t.collector(&[
+            "--directory",
+            corpus.to_str().unwrap(),
+            "--from-head",
+            "--once",
+        ]));
+        run_ok(&mut t.flush(&["--all"]));
+        let want: BTreeSet<&String> = expected
+            .iter()
+            .filter(|(_, e)| keep(e))
+            .map(|(c, _)| c)
+            .collect();
+        let got: BTreeSet<String> = parquet_rows(&t.data())
+            .iter()
+            .map(|r| r["cursor"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(got.len(), want.len(), "{config}");
+        assert!(want.iter().all(|c| got.contains(*c)), "{config}");
+        assert!(
+            !want.is_empty() && want.len() < expected.len(),
+            "{config} tests nothing"
+        );
+        let left_out = expected.len() - want.len();
+        assert!(
+            stderr(&out).contains(&format!("({left_out} left out by the filters")),
+            "{config}: {}",
+            stderr(&out)
+        );
+    }
+
+    // exclude_fields: every entry kept, without the fields named.
+    let t = TestDir::new();
+    write_file(
+        &t.config(),
+        "exclude_fields = [\"_CMDLINE\", \"_SOURCE_*\"]\n",
+    );
+    t.backfill(&corpus);
+    run_ok(&mut t.flush(&["--all"]));
+    let rows = parquet_rows(&t.data());
+    assert_eq!(rows.len(), expected.len());
+    let had = expected
+        .values()
+        .filter(|e| !e["_CMDLINE"].is_null())
+        .count();
+    assert!(had > 0, "the corpus has _CMDLINE fields");
+    for row in rows {
+        let entry = row["_entry"].as_object().unwrap();
+        assert!(
+            entry
+                .keys()
+                .all(|k| k != "_CMDLINE" && !k.starts_with("_SOURCE_")),
+            "{entry:?}"
+        );
+    }
+}
+
+/// Guards a filter that keeps nothing (Vector's journald source never checkpointed then, and
+/// read everything again at each restart): the position is still committed past every entry read,
+/// so after a kill -9 the next run reads none of them again.
+#[test]
+fn sparse_filter_still_moves_the_position_past_what_it_left_out() {
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 2000 --hosts 2 --seed 72 --duration 10m");
+    let total = journalctl_json(&corpus).len();
+    write_file(&t.config(), "include_identifiers = [\"no-such-program\"]\n");
+    let dir = corpus.to_str().unwrap();
+    let (mut child, notify) = start_collector(&t, &["--directory", dir, "--from-head"]);
+    let all_read = format!("({total} more left out by the filters)");
+    eventually(Duration::from_secs(30), "every entry read", || {
+        notify.seen().iter().any(|m| m.contains(&all_read))
+    });
+    // A commit interval (1 s) for the position to be committed, then a crash: no final commit.
+    std::thread::sleep(Duration::from_millis(2500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = run_ok(&mut t.collector(&["--directory", dir, "--once"]));
+    assert!(
+        stderr(&out).contains("(0 left out by the filters"),
+        "entries read again after the crash: {}",
+        stderr(&out)
+    );
+    assert_eq!(t.query_u64("SELECT count(*) FROM journal_logs"), 0);
 }

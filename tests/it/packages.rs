@@ -277,7 +277,14 @@ fn shipped_config_is_valid_and_documents_every_key() {
         );
     }
     // Keys that are off by default (`--check-config` prints them as comments).
-    for key in ["journal_directory", "max_age", "max_use", "keep_free"] {
+    let off = [
+        "journal_directory",
+        "max_age",
+        "max_use",
+        "keep_free",
+        "max_priority",
+    ];
+    for key in off.iter().chain(journal_parquet::filter::GLOB_KEYS.iter()) {
         assert!(
             text.contains(&format!("\n#{key} = ")),
             "{key} is not documented"
