@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::buffer::Buffer;
 use crate::filter::{Filter, GLOB_KEYS};
 use crate::journal::Source;
+use crate::position::FirstStart;
 use crate::retention::Retention;
 
 /// The config file read when `--config` is not given; a missing default file means defaults.
@@ -113,6 +114,10 @@ pub struct CollectorArgs {
     /// With no saved position, start at the oldest entry instead of the tail
     #[arg(long)]
     pub from_head: bool,
+    /// With --from-head: start at the first entry stamped at or after TIME, UTC (e.g.
+    /// 2026-11-01, "2026-11-01 12:00:00", 2026-11-01T12:00:00Z or @UNIX_SECONDS)
+    #[arg(long, value_name = "TIME", requires = "from_head", value_parser = parse_since)]
+    pub since: Option<u64>,
     /// Exit 0 once every entry readable so far is committed to the buffer
     #[arg(long)]
     pub once: bool,
@@ -120,6 +125,43 @@ pub struct CollectorArgs {
     /// without the timer, e.g. in the foreground) [config: flush_every_sec]
     #[arg(long, value_name = "SECONDS")]
     pub flush_every: Option<u64>,
+}
+
+impl CollectorArgs {
+    /// Where a first start begins reading.
+    pub fn first_start(&self) -> FirstStart {
+        match (self.from_head, self.since) {
+            (true, Some(usec)) => FirstStart::Since(usec),
+            (true, None) => FirstStart::Head,
+            (false, _) => FirstStart::Tail,
+        }
+    }
+}
+
+/// `--since`: a UTC time as µs since the epoch.
+fn parse_since(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let parsed = if let Some(secs) = t.strip_prefix('@') {
+        secs.parse::<i64>()
+            .ok()
+            .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+    } else if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        Some(d.to_utc())
+    } else if let Ok(d) = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S") {
+        Some(d.and_utc())
+    } else if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        d.and_hms_opt(0, 0, 0).map(|d| d.and_utc())
+    } else {
+        None
+    };
+    parsed
+        .and_then(|d| u64::try_from(d.timestamp_micros()).ok())
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is not a time such as 2026-11-01, \"2026-11-01 12:00:00\", \
+                 2026-11-01T12:00:00Z or @1764547200 (UTC)"
+            )
+        })
 }
 
 /// jp-flush: writes completed minutes from the buffer to Parquet files.

@@ -128,6 +128,13 @@ impl Journal {
         self.check(r, "seek to the tail of").map(drop)
     }
 
+    /// Seeks to the time `usec` (µs since the epoch): the next entry is the first stamped at or
+    /// after it, the previous one the last stamped before it.
+    pub fn seek_realtime_usec(&mut self, usec: u64) -> Result<()> {
+        let r = unsafe { ffi::sd_journal_seek_realtime_usec(self.handle, usec) };
+        self.check(r, "seek to a time in").map(drop)
+    }
+
     pub fn seek_cursor(&mut self, cursor: &str) -> Result<()> {
         let c = CString::new(cursor).context("a cursor cannot contain a NUL byte")?;
         let r = unsafe { ffi::sd_journal_seek_cursor(self.handle, c.as_ptr()) };
@@ -268,6 +275,7 @@ pub fn id128_hex(id: &[u8; 16]) -> String {
 pub struct FileHeader {
     pub seqnum_id: String,
     pub tail_entry_seqnum: u64,
+    pub head_entry_seqnum: u64,
 }
 
 /// Reads a journal file's header; None when it is not a journal file or its header is not
@@ -276,8 +284,8 @@ pub fn file_header(path: &Path) -> Option<FileHeader> {
     use std::io::Read;
     // Header: signature[8] "LPKSHHRH", flags 2×4, state 1, reserved 7, file_id, machine_id,
     // tail_entry_boot_id (16 each), seqnum_id at offset 72; ...; n_entries at 152,
-    // tail_entry_seqnum at 160.
-    let mut header = [0u8; 168];
+    // tail_entry_seqnum at 160, head_entry_seqnum at 168.
+    let mut header = [0u8; 176];
     std::fs::File::open(path)
         .ok()?
         .read_exact(&mut header)
@@ -293,6 +301,7 @@ pub fn file_header(path: &Path) -> Option<FileHeader> {
     Some(FileHeader {
         seqnum_id: id128_hex(&id),
         tail_entry_seqnum: u64::from_le_bytes(header[160..168].try_into().ok()?),
+        head_entry_seqnum: u64::from_le_bytes(header[168..176].try_into().ok()?),
     })
 }
 

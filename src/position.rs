@@ -23,6 +23,18 @@ pub enum Position {
     After(String),
 }
 
+/// Where a first start (no saved position) begins reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstStart {
+    /// After the newest entry: only what is logged from now on (the default).
+    Tail,
+    /// At the oldest entry (`--from-head`).
+    Head,
+    /// At the first entry stamped at or after this time, µs since the epoch (`--from-head
+    /// --since TIME`).
+    Since(u64),
+}
+
 impl Position {
     /// As stored in a table: a cursor, or NULL and at_head.
     pub fn columns(&self) -> (Option<&str>, bool) {

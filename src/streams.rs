@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::journal::{file_header, Journal, Source};
-use crate::position::Position;
 use crate::position::{describe_jump, parse_cursor};
+use crate::position::{FirstStart, Position};
 
 /// At most how often a directory is looked at again after it changed (a burst of renames is one
 /// rescan).
@@ -277,24 +277,37 @@ impl Streams {
         self.streams.iter().any(|s| s.journal.has_files())
     }
 
-    /// Positions every stream for reading. `position` is the committed one (None: first start,
-    /// at the head with `from_head`, else at the tail). Returns, for a first start, the position
-    /// to commit at once. Gaps (a saved entry gone) are logged and counted in `gaps`.
+    /// Positions every stream for reading. `position` is the committed one (None: a first
+    /// start, positioned by `first`). Returns, for a first start, the position to commit at once.
+    /// Gaps (a saved entry gone) are logged and counted in `gaps`.
     pub fn position_at(
         &mut self,
         position: Option<&Position>,
-        from_head: bool,
+        first: FirstStart,
         gaps: &mut u64,
     ) -> Result<Option<Position>> {
         let source = self.source.clone();
         for stream in &mut self.streams {
             stream.unread_current = false;
-            match position {
-                None if from_head => {
+            match (position, first) {
+                (None, FirstStart::Head) => {
                     stream.journal.seek_head()?;
                     stream.read = None;
                 }
-                None => {
+                (None, FirstStart::Since(usec)) => {
+                    // Onto the last entry before TIME: reading goes on after it, and its cursor
+                    // is the start, committed at once, so that a restart begins there too.
+                    stream.journal.seek_realtime_usec(usec)?;
+                    stream.read = match stream.journal.step_back()? {
+                        true => Some(stream.journal.cursor()?),
+                        false => {
+                            // Nothing before TIME in this stream: all of it is read.
+                            stream.journal.seek_head()?;
+                            None
+                        }
+                    };
+                }
+                (None, FirstStart::Tail) => {
                     // Onto the last entry: reading goes on after it, its cursor is the start.
                     stream.journal.seek_tail()?;
                     stream.read = match stream.journal.step_back()? {
@@ -308,11 +321,11 @@ impl Streams {
                         }
                     };
                 }
-                Some(Position::Head) => {
+                (Some(Position::Head), _) => {
                     stream.journal.seek_head()?;
                     stream.read = None;
                 }
-                Some(Position::After(saved)) => {
+                (Some(Position::After(saved)), _) => {
                     let mine = cursors(saved).find(|c| match &stream.id {
                         None => true,
                         Some(id) => c.starts_with(&format!("s={id};")),
@@ -336,7 +349,7 @@ impl Streams {
         self.current = 0;
         Ok(match position {
             Some(_) => None,
-            None if from_head => Some(Position::Head),
+            None if first == FirstStart::Head => Some(Position::Head),
             None => Some(self.position().map_or(Position::Head, Position::After)),
         })
     }
@@ -428,6 +441,50 @@ impl Streams {
                 Ok(false)
             }
         }
+    }
+
+    /// About how many entries are left to read: for each stream, the sequence numbers between
+    /// where it stands and its newest entry. An estimate (entries vacuumed meanwhile, other
+    /// sources in the local journal), for the progress line only.
+    pub fn backlog(&self) -> u64 {
+        let mut total = 0;
+        for s in &self.streams {
+            let ends = match &s.id {
+                Some(_) => {
+                    let headers: Vec<_> = s.files.iter().filter_map(|f| file_header(f)).collect();
+                    let head = headers
+                        .iter()
+                        .map(|h| h.head_entry_seqnum)
+                        .filter(|&n| n > 0)
+                        .min();
+                    let tail = headers.iter().map(|h| h.tail_entry_seqnum).max();
+                    head.zip(tail)
+                }
+                None => self.merged_ends(),
+            };
+            let Some((head, tail)) = ends else {
+                continue;
+            };
+            let from = match s.read.as_deref().and_then(parse_cursor) {
+                Some(c) => c.seqnum,
+                None => head.saturating_sub(1),
+            };
+            total += tail.saturating_sub(from);
+        }
+        total
+    }
+
+    /// The sequence numbers of the oldest and newest entries of the local journal (read through
+    /// a journal of its own, so that the one being read keeps its place).
+    fn merged_ends(&self) -> Option<(u64, u64)> {
+        let mut j = Journal::open(&self.source).ok()?;
+        j.seek_head().ok()?;
+        j.step_forward().ok()?.then_some(())?;
+        let head = parse_cursor(&j.cursor().ok()?)?.seqnum;
+        j.seek_tail().ok()?;
+        j.step_back().ok()?.then_some(())?;
+        let tail = parse_cursor(&j.cursor().ok()?)?.seqnum;
+        Some((head, tail))
     }
 
     /// The journal standing on the entry `step_forward` found.

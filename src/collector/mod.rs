@@ -9,6 +9,7 @@
 //! Rooms: `reader` reads the journal, `writer` commits and seals, `status` speaks to systemd,
 //! `resume` decides where to start; this module runs the event loop between them.
 
+mod progress;
 mod reader;
 mod resume;
 mod status;
@@ -24,7 +25,7 @@ use crate::config::{CollectorArgs, Settings};
 use crate::flush::Report;
 use crate::handoff::{Listener, Peer};
 use crate::journal::Source;
-use crate::position::Position;
+use crate::position::{FirstStart, Position};
 use crate::row::Batch;
 use crate::segment::CollectorState;
 use crate::service;
@@ -63,6 +64,8 @@ struct Collector {
     longest_stall: Duration,
     /// `--flush-every`: the export running beside the collector, if any.
     background_flush: Option<JoinHandle<Result<Report>>>,
+    /// The progress line of a backlog read at a terminal, until caught up.
+    progress: Option<progress::Progress>,
 }
 
 impl Collector {
@@ -121,9 +124,11 @@ impl Collector {
             // Everything from there is read again; the batch in hand is part of it.
             drop(self.batch.take());
             self.pending_since = None;
-            self.reader
-                .journal
-                .position_at(Some(&p), false, self.writer.gaps_total_mut())?;
+            self.reader.journal.position_at(
+                Some(&p),
+                FirstStart::Tail,
+                self.writer.gaps_total_mut(),
+            )?;
         }
         Ok(sealed.open)
     }
@@ -285,7 +290,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         (None, Found::Last { .. }, true) => (position, false),
     };
     let mut gaps = stored.as_ref().map_or(0, |s| s.gaps_total);
-    let fresh = journal.position_at(position.as_ref(), args.from_head, &mut gaps)?;
+    let fresh = journal.position_at(position.as_ref(), args.first_start(), &mut gaps)?;
     let state = CollectorState {
         position: fresh.clone().or(position.clone()).unwrap_or(Position::Head),
         watermark_usec: stored.as_ref().and_then(|s| s.watermark_usec),
@@ -339,6 +344,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         asked_at: None,
         longest_stall: Duration::ZERO,
         background_flush: None,
+        progress: None,
     };
     if fresh.is_some() || reread {
         collector.commit_now()?;
@@ -348,12 +354,17 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         "reading {} into {} from {}",
         collector.reader.journal.source(),
         buffer.dir().display(),
-        match (&position, args.from_head) {
-            (Some(_), _) => "the saved position",
-            (None, true) => "the head (first start)",
-            (None, false) => "the tail (first start)",
+        match (&position, args.first_start()) {
+            (Some(_), _) => "the saved position".to_owned(),
+            (None, FirstStart::Head) => "the head (first start)".to_owned(),
+            (None, FirstStart::Since(usec)) => format!(
+                "the first entry at or after {} (first start)",
+                chrono::DateTime::from_timestamp_micros(usec as i64).unwrap_or_default()
+            ),
+            (None, FirstStart::Tail) => "the tail (first start)".to_owned(),
         }
     );
+    collector.progress = progress::Progress::on_terminal(collector.reader.journal.backlog(), 0);
     service::notify_ready(&collector.figures().text());
     collector.status.sent();
 
@@ -414,6 +425,14 @@ fn main_loop(
         };
         let fill = c.reader.fill(&mut c.batch, limits, until)?;
         let caught_up = matches!(fill, Fill::CaughtUp);
+        match (c.progress.take(), caught_up) {
+            (Some(p), true) => p.finish(c.reader.read_total),
+            (Some(mut p), false) => {
+                p.update(c.reader.read_total);
+                c.progress = Some(p);
+            }
+            (None, _) => {}
+        }
         c.caught_up_at = caught_up.then(now_usec);
         let unsaved = !c.batch.is_empty() || c.reader.unsaved;
         if unsaved && c.pending_since.is_none() {

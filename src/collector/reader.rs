@@ -31,6 +31,8 @@ pub struct Reader {
     filter: Filter,
     /// Entries the filter dropped since the collector started.
     pub filtered: u64,
+    /// Entries read since the collector started, kept or not.
+    pub read_total: u64,
     /// Entries were read (kept or filtered) since the position was last committed: even when
     /// the filter kept none of them, the position must move past them (a sparse filter must not
     /// make a restart read everything again).
@@ -53,6 +55,7 @@ impl Reader {
             corrupt_entries: 0,
             filter,
             filtered: 0,
+            read_total: 0,
             unsaved: false,
         }
     }
@@ -93,6 +96,7 @@ impl Reader {
             );
         }
         self.unsaved = true;
+        self.read_total += 1;
         if !self.filter.keeps(&self.fields) {
             self.filtered += 1;
             return self.journal.mark_read(cursor);

@@ -1,7 +1,7 @@
 //! The collector against a real journald and real journal files.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::*;
@@ -631,7 +631,9 @@ fn reopening_the_journal_often_reads_every_entry_once() {
     let mut streams = Streams::open(&Source::Directory(corpus.clone())).unwrap();
     streams.set_reopen_every(7);
     let mut gaps = 0;
-    streams.position_at(None, true, &mut gaps).unwrap();
+    streams
+        .position_at(None, journal_parquet::position::FirstStart::Head, &mut gaps)
+        .unwrap();
     let mut seen = BTreeSet::new();
     let mut last_seqnum: BTreeMap<String, u64> = BTreeMap::new();
     while streams.step_forward().unwrap() {
@@ -1034,4 +1036,110 @@ fn sparse_filter_still_moves_the_position_past_what_it_left_out() {
         stderr(&out)
     );
     assert_eq!(t.query_u64("SELECT count(*) FROM journal_logs"), 0);
+}
+
+/// Guards `--from-head --since TIME`: a first start reads from the first entry stamped at or
+/// after TIME in each stream, commits that start at once (a second run goes on from it, reading
+/// nothing twice), and the flag is refused without `--from-head` or with a bad time.
+#[test]
+fn since_starts_a_backfill_at_the_first_entry_at_or_after_the_time() {
+    let t = TestDir::new();
+    // Entries from 2024-03-01 00:00 to 01:00 UTC.
+    let corpus = t.corpus("corpus", "-n 3000 --hosts 2 --seed 73 --duration 60m");
+    let dir = corpus.to_str().unwrap();
+    let since = "2024-03-01T00:30:00Z";
+    let since_usec: u64 = 1_709_253_000_000_000;
+    let expected: BTreeSet<String> = journalctl_json(&corpus)
+        .into_iter()
+        .filter(|(_, e)| {
+            e["__REALTIME_TIMESTAMP"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                >= since_usec
+        })
+        .map(|(c, _)| c)
+        .collect();
+    let out = run_ok(&mut t.collector(&[
+        "--directory",
+        dir,
+        "--from-head",
+        "--since",
+        since,
+        "--once",
+    ]));
+    assert!(
+        stderr(&out).contains("at or after 2024-03-01 00:30:00"),
+        "{}",
+        stderr(&out)
+    );
+    let counts = t.cursor_counts();
+    let got: BTreeSet<String> = counts.keys().cloned().collect();
+    assert!(!expected.is_empty() && expected.len() < 3000);
+    assert_eq!(got, expected);
+    // Resumes where it stood, not from the head.
+    run_ok(&mut t.collector(&["--directory", dir, "--once"]));
+    assert!(t.cursor_counts().values().all(|&n| n == 1));
+    assert_eq!(t.cursor_counts().len(), expected.len());
+
+    for args in [
+        vec!["--since", since, "--once"],
+        vec!["--from-head", "--since", "yesterday-ish", "--once"],
+    ] {
+        let out = run(&mut t.collector(&args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--since") || stderr(&out).contains("--from-head"));
+    }
+}
+
+/// Guards the progress line of a backfill: drawn on a terminal (a pseudo-terminal made by
+/// `script`), never when stderr is a pipe or under systemd (`INVOCATION_ID`).
+#[test]
+fn progress_line_only_on_a_terminal_outside_systemd() {
+    let corpus_dir = TestDir::new();
+    let corpus = corpus_dir.corpus("corpus", "-n 20000 --hosts 1 --seed 74 --duration 20m");
+    let backfill = |invocation: Option<&str>, tty: bool| -> String {
+        let t = TestDir::new();
+        let cmd = t.collector(&[
+            "--directory",
+            corpus.to_str().unwrap(),
+            "--from-head",
+            "--once",
+        ]);
+        let line = format!(
+            "{} {}",
+            cmd.get_program().to_string_lossy(),
+            cmd.get_args()
+                .map(|a| format!("'{}'", a.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let mut run_it = match tty {
+            true => {
+                let mut c = Command::new("script");
+                c.args(["-qec", &line, "/dev/null"]);
+                c
+            }
+            false => same_command(&cmd),
+        };
+        if let Some(id) = invocation {
+            run_it.env("INVOCATION_ID", id);
+        }
+        let out = run_ok(&mut run_it);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let on_terminal = backfill(None, true);
+    assert!(
+        on_terminal.contains("entries, ") && on_terminal.contains("/20000 entries"),
+        "{on_terminal}"
+    );
+    for (invocation, tty) in [(None, false), (Some("0123"), true)] {
+        let out = backfill(invocation, tty);
+        assert!(!out.contains("\r["), "{invocation:?} {tty}: {out}");
+    }
 }
