@@ -256,6 +256,36 @@ impl Settings {
         self.state_dir.join("handoff.sock")
     }
 
+    /// The keys whose new value in `new` only takes effect at a restart: the buffer and the tree
+    /// stay where they are open, and the journal source stays the one being read.
+    pub fn needs_restart(&self, new: &Settings) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.state_dir != new.state_dir {
+            keys.push("state_dir");
+        }
+        if self.data_dir != new.data_dir {
+            keys.push("data_dir");
+        }
+        if self.source != new.source {
+            keys.push("journal_directory/namespace");
+        }
+        if self.duckdb_memory_limit != new.duckdb_memory_limit {
+            keys.push("duckdb_memory_limit");
+        }
+        keys
+    }
+
+    /// `new`, but with the keys that need a restart as they are in `self`.
+    pub fn reloaded(&self, new: Settings) -> Settings {
+        Settings {
+            state_dir: self.state_dir.clone(),
+            data_dir: self.data_dir.clone(),
+            source: self.source.clone(),
+            duckdb_memory_limit: self.duckdb_memory_limit.clone(),
+            ..new
+        }
+    }
+
     /// The settings in effect, as a config file that would produce them (`--check-config`).
     pub fn to_toml(&self, config_file: Option<&Path>) -> String {
         let path = |p: &Path| toml_string(&p.to_string_lossy());

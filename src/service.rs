@@ -57,8 +57,9 @@ impl Log for StderrLog {
     fn flush(&self) {}
 }
 
-/// SIGTERM and SIGINT, blocked and read from a signalfd so the main loop can poll for them and
-/// finish the batch in hand. Call before any thread starts (DuckDB's threads inherit the mask).
+/// SIGTERM, SIGINT and SIGHUP, blocked and read from a signalfd so the main loop can poll for
+/// them: it finishes the batch in hand before stopping, and reloads between batches. Call before
+/// any thread starts (DuckDB's threads inherit the mask).
 pub struct Signals {
     fd: SignalFd,
 }
@@ -68,8 +69,9 @@ impl Signals {
         let mut set = SigSet::empty();
         set.add(Signal::SIGTERM);
         set.add(Signal::SIGINT);
+        set.add(Signal::SIGHUP);
         set.thread_block()
-            .context("failed to block SIGTERM and SIGINT")?;
+            .context("failed to block SIGTERM, SIGINT and SIGHUP")?;
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .context("failed to create a signalfd")?;
         Ok(Signals { fd })
@@ -80,7 +82,7 @@ impl Signals {
         self.fd.as_fd()
     }
 
-    /// The termination signal received, if any.
+    /// The signal received, if any.
     pub fn pending(&mut self) -> Option<Signal> {
         match self.fd.read_signal() {
             Ok(Some(info)) => Signal::try_from(info.ssi_signo as i32).ok(),
@@ -116,6 +118,10 @@ fn notify(states: &[NotifyState]) {
 
 pub fn notify_ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn notify_reloading() {
+    notify(&[NotifyState::Reloading]);
 }
 
 pub fn notify_status(status: &str) {

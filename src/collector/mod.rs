@@ -79,6 +79,48 @@ impl Collector {
         }
     }
 
+    /// SIGHUP (`systemctl reload`): reads the config file again. Filters, log level, batch
+    /// limits, retention and the flush settings apply at once; keys that need a restart are named
+    /// in a warning and keep their value; a bad file keeps the configuration in effect. Never
+    /// fails: a reload must not stop the collector.
+    fn reload(&mut self, args: &CollectorArgs) {
+        service::notify_reloading();
+        match Settings::for_collector(args) {
+            Err(e) => {
+                log::error!("{e:#}: the configuration was not reloaded; the one in effect stays")
+            }
+            Ok(new) => {
+                let restart = self.settings.needs_restart(&new);
+                if !restart.is_empty() {
+                    log::warn!(
+                        "reloaded the configuration, but {} only take(s) effect at a restart \
+                         (systemctl restart journal-parquet)",
+                        restart.join(", ")
+                    );
+                }
+                log::set_max_level(new.log_level);
+                self.reader.set_filter(new.filter.clone());
+                self.reader
+                    .journal
+                    .set_reopen_every(new.journal_reopen_entries);
+                self.limits = Limits {
+                    entries: new.max_batch_entries,
+                    bytes: new.max_batch_bytes,
+                };
+                self.settings = self.settings.reloaded(new);
+                log::info!(
+                    "reloaded the configuration{}",
+                    self.settings
+                        .config_file
+                        .as_ref()
+                        .map(|f| format!(" from {}", f.display()))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        service::notify_ready(&self.figures().text());
+    }
+
     fn refresh_status(&mut self, force: bool) {
         let figures = self.figures();
         self.status.refresh(&figures, force);
@@ -368,7 +410,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
     service::notify_ready(&collector.figures().text());
     collector.status.sent();
 
-    let result = main_loop(&mut collector, &listener, &mut signals, args.once);
+    let result = main_loop(&mut collector, &listener, &mut signals, args);
     let stop_status = format!("stopping: {}", collector.figures().text());
     service::notify_stopping(&stop_status);
     // A commit in flight finishes whatever happened; then what was read is committed.
@@ -395,8 +437,9 @@ fn main_loop(
     c: &mut Collector,
     listener: &Listener,
     signals: &mut service::Signals,
-    once: bool,
+    args: &CollectorArgs,
 ) -> Result<()> {
+    let once = args.once;
     let watchdog = service::watchdog_interval();
     let mut last_ping = Instant::now();
     let mut last_flush = Instant::now();
@@ -519,9 +562,13 @@ fn main_loop(
             }
         }
         if signalled {
-            if let Some(sig) = signals.pending() {
-                log::info!("received {sig}, committing what was read and stopping");
-                return Ok(());
+            match signals.pending() {
+                Some(nix::sys::signal::Signal::SIGHUP) => c.reload(args),
+                Some(sig) => {
+                    log::info!("received {sig}, committing what was read and stopping");
+                    return Ok(());
+                }
+                None => {}
             }
         }
         if asked {

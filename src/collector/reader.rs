@@ -60,6 +60,11 @@ impl Reader {
         }
     }
 
+    /// Applies a reloaded configuration's filters to the entries read from now on.
+    pub fn set_filter(&mut self, filter: Filter) {
+        self.filter = filter;
+    }
+
     /// Reads entries into `batch` until the journal is exhausted, the batch is full or `until`.
     pub fn fill(&mut self, batch: &mut Batch, limits: Limits, until: Instant) -> Result<Fill> {
         let mut n = 0u32;

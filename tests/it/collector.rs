@@ -1143,3 +1143,104 @@ fn progress_line_only_on_a_terminal_outside_systemd() {
         assert!(!out.contains("\r["), "{invocation:?} {tty}: {out}");
     }
 }
+
+/// Guards SIGHUP (`systemctl reload`): a new config's filters apply to what is read from then
+/// on, with RELOADING=1 then READY=1 sent; a key that needs a restart is named in a warning; a
+/// bad config keeps the one in effect and the collector running.
+#[test]
+fn sighup_reloads_filters_warns_about_restart_keys_and_survives_a_bad_config() {
+    let journald = Journald::start();
+    let t = TestDir::new();
+    let dir = journald.dir.to_str().unwrap().to_owned();
+    write_file(&t.config(), "exclude_identifiers = [\"a-*\"]\n");
+    let notify = NotifySocket::new(t.path());
+    let log = t.path().join("collector.log");
+    let mut child = KillOnDrop(
+        t.collector(&["--directory", &dir, "--from-head"])
+            .env("NOTIFY_SOCKET", &notify.path)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    eventually(Duration::from_secs(60), "READY=1", || {
+        notify
+            .seen()
+            .iter()
+            .any(|m| m.lines().any(|l| l == "READY=1"))
+    });
+    let send = |ident: &str, message: &str| {
+        journald.send(&[
+            ("MESSAGE", message.as_bytes()),
+            ("SYSLOG_IDENTIFIER", ident.as_bytes()),
+        ]);
+        journald.wait_written(message);
+    };
+    let hup = |child: &KillOnDrop| {
+        let before = notify.seen().len();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+        eventually(Duration::from_secs(20), "RELOADING=1 then READY=1", || {
+            let seen = notify.seen();
+            let new = seen[before.min(seen.len())..].join("\n");
+            let reloading = new.find("RELOADING=1");
+            reloading.is_some_and(|r| new[r..].contains("READY=1"))
+        });
+    };
+    let committed = |message: &str| t.messages().iter().any(|m| m == message);
+
+    send("a-x", "before a");
+    send("b-x", "before b");
+    eventually(Duration::from_secs(30), "before b", || {
+        committed("before b")
+    });
+
+    write_file(
+        &t.config(),
+        "exclude_identifiers = [\"b-*\"]\nduckdb_memory_limit = \"100MB\"\n",
+    );
+    hup(&child);
+    send("a-x", "after a");
+    send("b-x", "after b");
+    eventually(Duration::from_secs(30), "after a", || committed("after a"));
+
+    write_file(&t.config(), "exclude_identifiers = [\"c-*\"\n");
+    hup(&child);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a bad config stopped the collector"
+    );
+    // The test reads the buffer with the config file too: an empty one (no more SIGHUP follows,
+    // so the collector keeps what it has).
+    write_file(&t.config(), "");
+    send("b-x", "bad b");
+    send("c-x", "bad c");
+    eventually(Duration::from_secs(30), "bad c", || committed("bad c"));
+
+    sigterm(&child);
+    assert!(wait_with_limit(&mut child, Duration::from_secs(30)).success());
+    let m = t.messages();
+    for (message, kept) in [
+        ("before a", false),
+        ("before b", true),
+        ("after a", true),
+        ("after b", false),
+        ("bad b", false),
+        ("bad c", true),
+    ] {
+        assert_eq!(m.iter().any(|x| x == message), kept, "{message}: {m:?}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("duckdb_memory_limit only take(s) effect at a restart"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the configuration was not reloaded"),
+        "{text}"
+    );
+    assert!(text.contains(t.config().to_str().unwrap()), "{text}");
+}

@@ -578,6 +578,13 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
         assert_eq!(m.hostname, hostname);
     }
 
+    // `systemctl reload` reads the config file again without stopping the collector (its
+    // ExecReload= runs under the unit's sandbox).
+    let main_pid = || guest.ok("systemctl show -p MainPID --value journal-parquet.service");
+    let before = main_pid();
+    guest.ok("systemctl reload journal-parquet.service");
+    assert_eq!(main_pid(), before, "the reload restarted the collector");
+
     // systemctl status shows the collector's STATUS= text.
     let status = guest.sh("systemctl status --no-pager journal-parquet.service");
     let status = stdout(&status);
@@ -603,6 +610,10 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
         Some("5")
     );
     assert_eq!(priority_of("received SIGTERM").as_deref(), Some("5"));
+    assert_eq!(
+        priority_of("reloaded the configuration").as_deref(),
+        Some("5")
+    );
     assert_eq!(
         priority_of("stopped after committing").as_deref(),
         Some("5")
