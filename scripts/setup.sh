@@ -56,6 +56,19 @@ if [[ ${1:-} == --for-tests ]]; then
   done
 fi
 
+# The metrics tests: promtool (package prometheus) checks the files, and a node_exporter started
+# by the test on loopback scrapes them. Installed without starting their services: on a host
+# with systemd their postinst would start a Prometheus server and an exporter on every address
+# (a policy-rc.d of our own, for the install only, when the machine has none).
+if [[ ${1:-} == --for-tests ]] && ! command -v promtool >/dev/null; then
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  install_missing prometheus prometheus-node-exporter
+fi
+
 # pyarrow and Polars from PyPI in a virtualenv of our own: the tests read every Parquet file
 # with them (readers that are not ours).
 if [[ ${1:-} == --for-tests ]] && ! "$JP_TEST_PYTHON" -c 'import pyarrow, polars' 2>/dev/null; then

@@ -204,6 +204,7 @@ struct FileConfig {
     exclude_identifiers: Option<Vec<String>>,
     exclude_fields: Option<Vec<String>>,
     max_priority: Option<u8>,
+    metrics_directory: Option<PathBuf>,
 }
 
 /// Everything a binary runs with, resolved.
@@ -233,6 +234,8 @@ pub struct Settings {
     pub retention: Retention,
     /// Which entries the collector keeps, and which fields it drops.
     pub filter: Filter,
+    /// Where the Prometheus text files go (default: the state directory).
+    pub metrics_dir: PathBuf,
     /// The config file these settings came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -329,6 +332,7 @@ impl Settings {
             "flush_every_sec = {}\n",
             self.flush_every.map_or(0, |d| d.as_secs())
         );
+        out += &format!("metrics_directory = {}\n", path(&self.metrics_dir));
         for (i, key) in GLOB_KEYS.iter().enumerate() {
             let globs: Vec<String> = self.filter.globs(i).map(toml_string).collect();
             match globs.is_empty() {
@@ -544,6 +548,10 @@ impl Settings {
             file.exclude_identifiers,
             file.exclude_fields,
         ];
+        let metrics_dir = file
+            .metrics_directory
+            .clone()
+            .unwrap_or_else(|| state_dir.clone());
         let filter = Filter::new(lists.map(Option::unwrap_or_default), file.max_priority)
             .map_err(|(i, why)| bad(GLOB_KEYS[i], &why))?;
         let retention = Retention {
@@ -569,6 +577,7 @@ impl Settings {
             flush_every,
             retention,
             filter,
+            metrics_dir,
             config_file,
         })
     }

@@ -15,7 +15,7 @@ use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use duckdb::Connection;
@@ -41,6 +41,10 @@ pub struct Report {
     pub files_merged: usize,
     pub rows_exported: u64,
     pub segments_removed: usize,
+    /// Bytes of the minute files written.
+    pub bytes_written: u64,
+    /// What retention deleted after the export.
+    pub retention: crate::retention::Deleted,
     /// The oldest minute (µs) that still has rows in the sealed segments after the export, or
     /// that was held back as not complete: retention keeps its file and every later one.
     pub keep_from: Option<i64>,
@@ -52,6 +56,7 @@ impl Report {
         self.files_merged += other.files_merged;
         self.rows_exported += other.rows_exported;
         self.segments_removed += other.segments_removed;
+        self.bytes_written += other.bytes_written;
         self.keep_from = match (self.keep_from, other.keep_from) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -333,6 +338,9 @@ fn export_minutes(attached: &Attached, settings: &Settings, cutoff: Option<i64>)
             report.files_written += 1;
             report.files_merged += merged as usize;
             report.rows_exported += rows;
+            report.bytes_written +=
+                std::fs::metadata(minute_file(&settings.data_dir, &m.host_dir, m.minute))
+                    .map_or(0, |f| f.len());
             log::debug!(
                 "{}: {rows} entries in {:?}{}",
                 minute_file(&settings.data_dir, &m.host_dir, m.minute).display(),
@@ -637,8 +645,8 @@ fn columns_as_is() -> String {
 
 /// Exports the segments `lease` holds (see `export_lease`), then applies retention to the tree.
 fn flush_lease(settings: &Settings, buffer: &Buffer, lease: &Lease, all: bool) -> Result<Report> {
-    let report = export_lease(settings, buffer, lease, all)?;
-    apply_retention(settings, report.keep_from)?;
+    let mut report = export_lease(settings, buffer, lease, all)?;
+    report.retention = apply_retention(settings, report.keep_from)?;
     Ok(report)
 }
 
@@ -679,10 +687,13 @@ fn export_lease(settings: &Settings, buffer: &Buffer, lease: &Lease, all: bool) 
 /// Applies `retention` after a flush. Files of minutes from `keep_from` on (and of the current
 /// minute and later, whose rows may still be in the collector's open segment) are kept. Logged
 /// once, at notice, when it deleted something.
-fn apply_retention(settings: &Settings, keep_from: Option<i64>) -> Result<()> {
+fn apply_retention(
+    settings: &Settings,
+    keep_from: Option<i64>,
+) -> Result<crate::retention::Deleted> {
     let r = &settings.retention;
     if r.is_off() {
-        return Ok(());
+        return Ok(Default::default());
     }
     let now = chrono::Utc::now().timestamp_micros();
     let this_minute = now - now.rem_euclid(MINUTE_USEC);
@@ -701,7 +712,7 @@ fn apply_retention(settings: &Settings, keep_from: Option<i64>) -> Result<()> {
             d.by_free
         );
     }
-    Ok(())
+    Ok(d)
 }
 
 /// The collector's `--flush-every`: exports the segments below `open`, which it has just
@@ -720,17 +731,28 @@ pub fn run(args: &FlushArgs) -> Result<()> {
         return Ok(());
     }
     service::init_logging(settings.log_level, "jp-flush");
+    let started = Instant::now();
+    let result = flush_once(&settings, args.all);
+    write_metrics(&settings, &result, started.elapsed());
+    result.map(drop)
+}
+
+/// One jp-flush run: seal, export, apply retention.
+fn flush_once(settings: &Settings, all: bool) -> Result<Report> {
     let buffer = settings.buffer();
     if !buffer.dir().exists() {
         log::debug!(
             "nothing to flush: there is no buffer at {}",
             buffer.dir().display()
         );
-        return apply_retention(&settings, None);
+        return Ok(Report {
+            retention: apply_retention(settings, None)?,
+            ..Report::default()
+        });
     }
     let started = Instant::now();
     let lease = handoff::acquire(&settings.state_dir, &buffer, settings.handoff_timeout)?;
-    let report = flush_lease(&settings, &buffer, &lease, args.all)?;
+    let report = flush_lease(settings, &buffer, &lease, all)?;
     log::debug!(
         "sealed in {:.1} ms; wrote {} files ({} merged), {} entries, removed {} segments, in \
          {:.1} ms",
@@ -741,5 +763,118 @@ pub fn run(args: &FlushArgs) -> Result<()> {
         report.segments_removed,
         started.elapsed().as_secs_f64() * 1e3
     );
-    Ok(())
+    Ok(report)
+}
+
+/// What kind of failure a run met, for `journal_parquet_flush_errors_total{kind}`.
+fn error_kind(e: &anyhow::Error) -> &'static str {
+    let text = format!("{e:#}");
+    if e.downcast_ref::<handoff::Unavailable>().is_some() {
+        "buffer_unavailable"
+    } else if text.contains("Out of Memory") {
+        "memory"
+    } else if e
+        .chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some())
+        || text.contains("No space left")
+        || text.contains("Permission denied")
+    {
+        "io"
+    } else {
+        "other"
+    }
+}
+
+/// Writes jp-flush's metrics file: its counters carried on from the previous file plus this
+/// run's. Never fails the run: a file that cannot be written is logged.
+fn write_metrics(settings: &Settings, result: &Result<Report>, took: Duration) {
+    use crate::metrics::{read_samples, Kind, Metrics, FLUSH_FILE};
+    let before = read_samples(&settings.metrics_dir.join(FLUSH_FILE));
+    let was = |key: &str| {
+        before
+            .get(&format!("journal_parquet_{key}"))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let empty = Report::default();
+    let r = result.as_ref().unwrap_or(&empty);
+    let mut m = Metrics::default();
+    let counters = [
+        ("flush_runs_total", "jp-flush runs.", 1.0),
+        (
+            "entries_exported_total",
+            "Entries written to Parquet.",
+            r.rows_exported as f64,
+        ),
+        (
+            "parquet_files_written_total",
+            "Minute files written (new or merged).",
+            r.files_written as f64,
+        ),
+        (
+            "parquet_files_merged_total",
+            "Minute files written by merging into an existing one.",
+            r.files_merged as f64,
+        ),
+        (
+            "parquet_bytes_written_total",
+            "Bytes of the minute files written.",
+            r.bytes_written as f64,
+        ),
+        (
+            "flush_duration_seconds_total",
+            "Time jp-flush runs took.",
+            took.as_secs_f64(),
+        ),
+        (
+            "retention_deleted_files_total",
+            "Minute files deleted by retention.",
+            r.retention.files as f64,
+        ),
+        (
+            "retention_deleted_bytes_total",
+            "Bytes deleted by retention.",
+            r.retention.bytes as f64,
+        ),
+    ];
+    for (name, help, add) in counters {
+        m.one(Kind::Counter, name, help, was(name) + add);
+    }
+    let kinds = ["buffer_unavailable", "memory", "io", "other"];
+    let failed = result.as_ref().err().map(error_kind);
+    let errors: Vec<(String, f64)> = kinds
+        .iter()
+        .map(|k| {
+            let key = format!("flush_errors_total{{kind=\"{k}\"}}");
+            (
+                format!("kind=\"{k}\""),
+                was(&key) + f64::from(u8::from(failed == Some(*k))),
+            )
+        })
+        .collect();
+    m.add(
+        Kind::Counter,
+        "flush_errors_total",
+        "jp-flush runs that failed, by kind of error.",
+        &errors,
+    );
+    let last_ok = match result {
+        Ok(_) => chrono::Utc::now().timestamp_micros() as f64 / 1e6,
+        Err(_) => was("last_flush_success_timestamp_seconds"),
+    };
+    m.one(
+        Kind::Gauge,
+        "last_flush_success_timestamp_seconds",
+        "When a jp-flush run last succeeded (Unix time).",
+        last_ok,
+    );
+    m.one(
+        Kind::Gauge,
+        "last_flush_duration_seconds",
+        "How long the last jp-flush run took.",
+        took.as_secs_f64(),
+    );
+    if let Err(e) = m.write(&settings.metrics_dir, FLUSH_FILE) {
+        log::warn!("{e:#}: the metrics are not up to date");
+    }
 }

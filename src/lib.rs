@@ -13,6 +13,7 @@ pub mod flush;
 pub mod handoff;
 pub mod journal;
 pub mod layout;
+pub mod metrics;
 pub mod position;
 pub mod retention;
 pub mod row;

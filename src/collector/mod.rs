@@ -66,6 +66,8 @@ struct Collector {
     background_flush: Option<JoinHandle<Result<Report>>>,
     /// The progress line of a backlog read at a terminal, until caught up.
     progress: Option<progress::Progress>,
+    /// When the metrics file was last written.
+    metrics_written: Instant,
 }
 
 impl Collector {
@@ -119,6 +121,91 @@ impl Collector {
             }
         }
         service::notify_ready(&self.figures().text());
+    }
+
+    /// Writes the collector's metrics file (every `metrics::WRITE_EVERY`, and at stop). A file
+    /// that cannot be written is logged, never a reason to stop reading.
+    fn write_metrics(&mut self) {
+        use crate::metrics::{label, Kind, Metrics};
+        self.metrics_written = Instant::now();
+        let mut m = Metrics::default();
+        let (r, w) = (&self.reader, &self.writer);
+        m.one(
+            Kind::Counter,
+            "entries_read_total",
+            "Journal entries read, kept or not.",
+            r.read_total as f64,
+        );
+        m.one(
+            Kind::Counter,
+            "entries_committed_total",
+            "Entries committed to the buffer.",
+            w.committed_total as f64,
+        );
+        m.one(
+            Kind::Counter,
+            "entries_filtered_total",
+            "Entries the filters left out.",
+            r.filtered as f64,
+        );
+        m.one(
+            Kind::Counter,
+            "corrupt_entries_total",
+            "Entries with a corrupt data object (the fields before it are kept).",
+            r.corrupt_entries as f64,
+        );
+        m.one(Kind::Counter, "gaps_total", "Gaps found in the journal (entries deleted before they were read), since the buffer began.", w.state().gaps_total as f64);
+        m.one(
+            Kind::Counter,
+            "commits_total",
+            "Commits to the buffer.",
+            w.commits as f64,
+        );
+        m.one(
+            Kind::Counter,
+            "commit_duration_seconds_total",
+            "Time spent committing to the buffer.",
+            w.commit_seconds,
+        );
+        let lag = match (self.caught_up_at, r.newest_usec) {
+            (Some(_), _) | (None, None) => 0.0,
+            (None, Some(n)) => ((status::now_usec() - n as i64).max(0) as f64) / 1e6,
+        };
+        m.one(
+            Kind::Gauge,
+            "lag_seconds",
+            "How far behind the newest entry read is (0 when caught up).",
+            lag,
+        );
+        m.one(
+            Kind::Gauge,
+            "buffer_open_segment_rows",
+            "Rows in the buffer's open segment.",
+            w.segment_rows as f64,
+        );
+        let bytes: u64 = std::fs::read_dir(w.buffer_dir())
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        m.one(
+            Kind::Gauge,
+            "buffer_bytes",
+            "Bytes of the buffer's files on disk.",
+            bytes as f64,
+        );
+        let suppressed: Vec<(String, f64)> = r
+            .suppressed
+            .iter()
+            .map(|(unit, n)| (format!("unit=\"{}\"", label(unit)), *n as f64))
+            .collect();
+        m.add(Kind::Counter, "journald_suppressed_total", "Messages journald's rate limit threw away, by unit (its \"Suppressed N messages\" lines).", &suppressed);
+        if let Err(e) = m.write(&self.settings.metrics_dir, crate::metrics::COLLECTOR_FILE) {
+            log::warn!("{e:#}: the metrics are not up to date");
+        }
     }
 
     fn refresh_status(&mut self, force: bool) {
@@ -387,6 +474,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         longest_stall: Duration::ZERO,
         background_flush: None,
         progress: None,
+        metrics_written: Instant::now(),
     };
     if fresh.is_some() || reread {
         collector.commit_now()?;
@@ -407,6 +495,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         }
     );
     collector.progress = progress::Progress::on_terminal(collector.reader.journal.backlog(), 0);
+    collector.write_metrics();
     service::notify_ready(&collector.figures().text());
     collector.status.sent();
 
@@ -415,6 +504,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
     service::notify_stopping(&stop_status);
     // A commit in flight finishes whatever happened; then what was read is committed.
     let result = result.and_then(|()| collector.commit_now());
+    collector.write_metrics();
     if let Some(flush) = collector.background_flush.take() {
         log_flush(flush);
     }
@@ -451,6 +541,9 @@ fn main_loop(
         c.serve_seals()?;
         if c.status.is_stale() {
             c.refresh_status(false);
+        }
+        if c.metrics_written.elapsed() >= crate::metrics::WRITE_EVERY {
+            c.write_metrics();
         }
         if let Some(every) = c.settings.flush_every {
             if last_flush.elapsed() >= every {
@@ -517,6 +610,7 @@ fn main_loop(
             if let Some(due) = c.status.due_in() {
                 t = t.min(due);
             }
+            t = t.min(crate::metrics::WRITE_EVERY.saturating_sub(c.metrics_written.elapsed()));
             if let Some(every) = c.settings.flush_every {
                 t = t.min(every.saturating_sub(last_flush.elapsed()));
             }

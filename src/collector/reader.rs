@@ -5,6 +5,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::filter::Filter;
+use crate::metrics::JOURNALD_DROPPED;
 use crate::row::{Batch, EntryMeta, Fields};
 use crate::streams::Streams;
 
@@ -33,6 +34,8 @@ pub struct Reader {
     pub filtered: u64,
     /// Entries read since the collector started, kept or not.
     pub read_total: u64,
+    /// What journald said it threw away ("Suppressed N messages from UNIT"), by unit.
+    pub suppressed: std::collections::BTreeMap<String, u64>,
     /// Entries were read (kept or filtered) since the position was last committed: even when
     /// the filter kept none of them, the position must move past them (a sparse filter must not
     /// make a restart read everything again).
@@ -56,6 +59,7 @@ impl Reader {
             filter,
             filtered: 0,
             read_total: 0,
+            suppressed: Default::default(),
             unsaved: false,
         }
     }
@@ -84,6 +88,34 @@ impl Reader {
         }
     }
 
+    /// Counts journald's own rate-limit losses: a driver message (`_TRANSPORT=driver`, which no
+    /// client can forge) with journald's "dropped" MESSAGE_ID, N_DROPPED, and the unit at the end
+    /// of "Suppressed N messages from UNIT".
+    fn note_suppressed(&mut self) {
+        let (mut id, mut driver, mut dropped, mut message) = (false, false, None, None);
+        for (name, value) in self.fields.iter() {
+            match name {
+                b"MESSAGE_ID" => id |= value == JOURNALD_DROPPED,
+                b"_TRANSPORT" => driver |= value == b"driver",
+                b"N_DROPPED" => {
+                    dropped = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                }
+                b"MESSAGE" => message = Some(value),
+                _ => {}
+            }
+        }
+        let (true, true, Some(n), Some(message)) = (id, driver, dropped, message) else {
+            return;
+        };
+        let text = String::from_utf8_lossy(message);
+        let unit = text
+            .rsplit_once(" from ")
+            .map_or("unknown", |(_, u)| u.trim());
+        *self.suppressed.entry(unit.to_owned()).or_default() += n;
+    }
+
     fn read_current(&mut self, batch: &mut Batch) -> Result<()> {
         let journal = self.journal.current();
         let cursor = journal.cursor()?;
@@ -102,6 +134,7 @@ impl Reader {
         }
         self.unsaved = true;
         self.read_total += 1;
+        self.note_suppressed();
         if !self.filter.keeps(&self.fields) {
             self.filtered += 1;
             return self.journal.mark_read(cursor);

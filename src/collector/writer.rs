@@ -65,6 +65,9 @@ pub struct Writer {
     pub segment_rows: u64,
     /// Rows committed since the collector started.
     pub committed_total: u64,
+    /// Commits settled since the collector started, and the time they took (for the metrics).
+    pub commits: u64,
+    pub commit_seconds: f64,
     /// A seal finished since `take_sealed` was last called: the open segment's number then.
     sealed: Option<u64>,
     /// How long the last `settle` waited for its thread, and whether that thread was sealing.
@@ -89,6 +92,8 @@ impl Writer {
             state,
             segment_rows,
             committed_total: 0,
+            commits: 0,
+            commit_seconds: 0.0,
             sealed: None,
             last_wait: (Duration::ZERO, false),
         })
@@ -105,6 +110,11 @@ impl Writer {
     ) -> Result<Writer> {
         let segment = open_new(&buffer, no, start, &state, reread)?;
         Writer::new(buffer, state_file, no, segment, state)
+    }
+
+    /// The buffer's directory (for the metrics of its size).
+    pub fn buffer_dir(&self) -> &std::path::Path {
+        self.buffer.dir()
     }
 
     pub fn state(&self) -> &CollectorState {
@@ -245,6 +255,8 @@ impl Writer {
         result.committed?;
         self.segment_rows += done.rows;
         self.committed_total += done.rows;
+        self.commits += 1;
+        self.commit_seconds += done.started.elapsed().as_secs_f64();
         match result.sealed {
             Some(Ok(next)) => {
                 self.open_no = next;

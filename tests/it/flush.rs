@@ -1,7 +1,7 @@
 //! jp-flush: completed minutes to Parquet, checked with pyarrow.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::*;
@@ -794,4 +794,144 @@ fn retention_keeps_minutes_that_still_have_rows_in_the_buffer() {
     }
     assert!(kept.iter().all(|k| k.0 >= left), "an older file was kept");
     assert!(kept.len() < files.len(), "nothing was deleted");
+}
+
+/// Guards the metrics: both programs' `*.prom` files pass `promtool check metrics`, say what
+/// happened (entries read, exported, journald's own losses by unit), keep jp-flush's counters
+/// growing across runs, and are served by a real node_exporter's textfile collector on loopback.
+#[test]
+fn metrics_pass_promtool_count_journald_losses_and_are_scraped_by_node_exporter() {
+    let t = TestDir::new();
+    let metrics = t.path().join("metrics");
+    write_file(
+        &t.config(),
+        &format!("metrics_directory = \"{}\"\n", metrics.display()),
+    );
+    let journal = t.path().join("journal");
+    std::fs::create_dir_all(&journal).unwrap();
+    let entry = |i: u64, fields: &[(&str, &str)]| RawEntry {
+        realtime_usec: 1_709_251_200_000_000 + i * 1_000_000,
+        fields: fields
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+    };
+    let dropped = |i: u64, n: &str, unit: &str, transport: &str| {
+        entry(
+            i,
+            &[
+                ("MESSAGE_ID", "a596d6fe7bfa4994828e72309e95d61e"),
+                ("MESSAGE", &format!("Suppressed {n} messages from {unit}")),
+                ("N_DROPPED", n),
+                ("_TRANSPORT", transport),
+                ("SYSLOG_IDENTIFIER", "systemd-journald"),
+            ],
+        )
+    };
+    let mut entries: Vec<RawEntry> = (0..50)
+        .map(|i| entry(i, &[("MESSAGE", "hello"), ("PRIORITY", "6")]))
+        .collect();
+    entries.push(dropped(50, "42", "noisy.service", "driver"));
+    entries.push(dropped(51, "8", "noisy.service", "driver"));
+    entries.push(dropped(52, "5", "other.service", "driver"));
+    // Anyone can log this MESSAGE_ID; only journald's own driver messages count.
+    entries.push(dropped(53, "1000", "forged.service", "journal"));
+    journal_file(&journal.join("system.journal"), &entries);
+    t.backfill(&journal);
+    run_ok(&mut t.flush(&["--all"]));
+
+    let collector = metrics.join("journal_parquet_collector.prom");
+    let flush = metrics.join("journal_parquet_flush.prom");
+    for file in [&collector, &flush] {
+        let out = run(Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::fs::File::open(file).unwrap()));
+        assert!(
+            out.status.success(),
+            "promtool on {}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+    }
+    let sample = |file: &std::path::Path, key: &str| -> f64 {
+        let text = std::fs::read_to_string(file).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("journal_parquet_{key} ")))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(sample(&collector, "entries_read_total"), 54.0);
+    assert_eq!(sample(&collector, "entries_committed_total"), 54.0);
+    assert_eq!(
+        sample(
+            &collector,
+            "journald_suppressed_total{unit=\"noisy.service\"}"
+        ),
+        50.0
+    );
+    assert_eq!(
+        sample(
+            &collector,
+            "journald_suppressed_total{unit=\"other.service\"}"
+        ),
+        5.0
+    );
+    assert!(!std::fs::read_to_string(&collector)
+        .unwrap()
+        .contains("forged"));
+    assert_eq!(sample(&flush, "entries_exported_total"), 54.0);
+    assert!(sample(&flush, "parquet_bytes_written_total") > 0.0);
+    assert!(sample(&flush, "last_flush_success_timestamp_seconds") > 1.7e9);
+    // A second run adds to the counters of the first.
+    run_ok(&mut t.flush(&["--all"]));
+    assert_eq!(sample(&flush, "flush_runs_total"), 2.0);
+    assert_eq!(sample(&flush, "entries_exported_total"), 54.0);
+
+    // node_exporter's textfile collector, on loopback only.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _exporter = KillOnDrop(
+        Command::new("prometheus-node-exporter")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--collector.disable-defaults")
+            .arg("--collector.textfile")
+            .arg(format!(
+                "--collector.textfile.directory={}",
+                metrics.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus-node-exporter (Debian package prometheus-node-exporter)"),
+    );
+    let scrape = || -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return String::new();
+        };
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    };
+    let mut body = String::new();
+    eventually(Duration::from_secs(20), "node_exporter to answer", || {
+        body = scrape();
+        body.contains("journal_parquet_")
+    });
+    assert!(
+        body.contains("journal_parquet_entries_read_total 54"),
+        "{body}"
+    );
+    assert!(
+        body.contains("journal_parquet_entries_exported_total 54"),
+        "{body}"
+    );
+    assert!(body.contains("node_textfile_scrape_error 0"), "{body}");
 }

@@ -260,7 +260,7 @@ fn shipped_config_is_valid_and_documents_every_key() {
         let Some((key, value)) = line.split_once(" = ") else {
             continue;
         };
-        if key == "state_dir" || key == "data_dir" {
+        if ["state_dir", "data_dir", "metrics_directory"].contains(&key) {
             // Their defaults come from systemd's $STATE_DIRECTORY, unset here.
             assert!(
                 text.contains(&format!("\n#{key} = ")),
