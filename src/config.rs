@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
+use clap::builder::NonEmptyStringValueParser;
 use clap::Parser;
 use log::LevelFilter;
 use serde::Deserialize;
@@ -77,7 +78,7 @@ impl Compression {
 /// Options both binaries share.
 #[derive(Debug, Clone, Parser)]
 pub struct CommonArgs {
-    /// Where the buffer (buffer.duckdb), the cursor file and the hand-off socket live
+    /// Where the buffer (buffer/), the cursor file and the seal socket live
     /// [default: $STATE_DIRECTORY, else ./state]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -121,6 +122,27 @@ pub struct CollectorArgs {
     /// Exit 0 once every entry readable so far is committed to the buffer
     #[arg(long)]
     pub once: bool,
+    /// Keep only entries whose unit matches GLOB; repeatable; replaces the config file's list
+    /// [config: include_units]
+    #[arg(long = "include-unit", value_name = "GLOB", value_parser = NonEmptyStringValueParser::new())]
+    pub include_units: Vec<String>,
+    /// Leave out entries whose unit matches GLOB; repeatable [config: exclude_units]
+    #[arg(long = "exclude-unit", value_name = "GLOB", value_parser = NonEmptyStringValueParser::new())]
+    pub exclude_units: Vec<String>,
+    /// Keep only entries whose SYSLOG_IDENTIFIER matches GLOB; repeatable
+    /// [config: include_identifiers]
+    #[arg(long = "include-identifier", value_name = "GLOB", value_parser = NonEmptyStringValueParser::new())]
+    pub include_identifiers: Vec<String>,
+    /// Leave out entries whose SYSLOG_IDENTIFIER matches GLOB; repeatable
+    /// [config: exclude_identifiers]
+    #[arg(long = "exclude-identifier", value_name = "GLOB", value_parser = NonEmptyStringValueParser::new())]
+    pub exclude_identifiers: Vec<String>,
+    /// Drop the fields whose name matches GLOB; repeatable [config: exclude_fields]
+    #[arg(long = "exclude-field", value_name = "GLOB", value_parser = NonEmptyStringValueParser::new())]
+    pub exclude_fields: Vec<String>,
+    /// Keep priorities 0 (emerg) to N (7: debug) [config: max_priority]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=7))]
+    pub max_priority: Option<u8>,
     /// Also write completed minutes to Parquet every SECONDS, as jp-flush does (for running
     /// without the timer, e.g. in the foreground) [config: flush_every_sec]
     #[arg(long, value_name = "SECONDS")]
@@ -367,12 +389,25 @@ impl Settings {
     /// The collector's settings: `resolve`, with its `--directory`, `--namespace` and
     /// `--flush-every`.
     pub fn for_collector(args: &CollectorArgs) -> Result<Settings> {
-        Settings::resolve_with(
+        let mut settings = Settings::resolve_with(
             &args.common,
             args.directory.as_deref(),
             args.namespace.as_deref(),
             args.flush_every,
-        )
+        )?;
+        // In GLOB_KEYS order.
+        let flags = [
+            args.include_units.clone(),
+            args.exclude_units.clone(),
+            args.include_identifiers.clone(),
+            args.exclude_identifiers.clone(),
+            args.exclude_fields.clone(),
+        ];
+        settings.filter = settings
+            .filter
+            .overridden(flags, args.max_priority)
+            .map_err(|(i, why)| BadConfig(format!("the flag for {}: {why}", GLOB_KEYS[i])))?;
+        Ok(settings)
     }
 
     fn resolve_with(

@@ -56,6 +56,20 @@ impl Filter {
         })
     }
 
+    /// This filter with the lists given (non-empty ones, in `GLOB_KEYS` order) in place of its
+    /// own, and `max_priority` when given: the flags of a one-off run beat the config file.
+    pub fn overridden(
+        &self,
+        lists: [Vec<String>; 5],
+        max_priority: Option<u8>,
+    ) -> Result<Filter, (usize, String)> {
+        let merged: [Vec<String>; 5] = std::array::from_fn(|i| match lists[i].is_empty() {
+            true => self.globs(i).map(str::to_owned).collect(),
+            false => lists[i].clone(),
+        });
+        Filter::new(merged, max_priority.or(self.max_priority))
+    }
+
     /// The globs of key `GLOB_KEYS[i]`, as written.
     pub fn globs(&self, i: usize) -> impl Iterator<Item = &str> {
         self.globs[i].iter().map(|(g, _)| g.as_str())

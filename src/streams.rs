@@ -43,6 +43,14 @@ const TAIL_CHECK_WARN_AFTER: Duration = Duration::from_secs(6);
 /// stream's last windows mapped until its next reopen, 16 streams' worth of them.
 const RELEASE_PAGES_EVERY: u64 = 5_000;
 
+/// Gaps found while positioning or reopening: how many, and how many entries they lost where
+/// the sequence numbers tell (same stream on both sides).
+#[derive(Debug, Default, Clone, Copy)]
+struct Gaps {
+    found: u64,
+    entries: u64,
+}
+
 pub struct Streams {
     source: Source,
     streams: Vec<Stream>,
@@ -62,7 +70,9 @@ pub struct Streams {
     stalled: BTreeMap<String, u64>,
     reopen_every: u64,
     /// Gaps found while reopening a stream, not yet taken by `take_gaps`.
-    gaps_found: u64,
+    gaps_found: Gaps,
+    /// Entries lost to gaps since the collector started (for the metrics).
+    gap_entries: u64,
     /// Entries read since the mapped pages were last given back.
     read_since_release: u64,
 }
@@ -115,7 +125,7 @@ impl Stream {
 
     /// Opens the stream's journal again (its files as they are now) and positions it right
     /// after what was read, or at its head when nothing was.
-    fn reopen(&mut self, source: &Source, gaps: &mut u64) -> Result<()> {
+    fn reopen(&mut self, source: &Source, gaps: &mut Gaps) -> Result<()> {
         let journal = match &self.id {
             None => Journal::open(source)?,
             Some(_) => Journal::open_files(source, &self.files)?,
@@ -124,7 +134,7 @@ impl Stream {
     }
 
     /// Reads on from `journal` (its files as they are now), right after what was read.
-    fn take_up(&mut self, journal: Journal, source: &Source, gaps: &mut u64) -> Result<()> {
+    fn take_up(&mut self, journal: Journal, source: &Source, gaps: &mut Gaps) -> Result<()> {
         self.journal = journal;
         self.inodes = self.files.iter().filter_map(|f| file_id(f)).collect();
         self.read_since_open = 0;
@@ -154,7 +164,8 @@ impl Streams {
             tail_check_every: RESCAN_EVERY,
             stalled: BTreeMap::new(),
             reopen_every: REOPEN_EVERY,
-            gaps_found: 0,
+            gaps_found: Gaps::default(),
+            gap_entries: 0,
             read_since_release: 0,
         };
         match source {
@@ -287,6 +298,7 @@ impl Streams {
         gaps: &mut u64,
     ) -> Result<Option<Position>> {
         let source = self.source.clone();
+        let mut found = Gaps::default();
         for stream in &mut self.streams {
             stream.unread_current = false;
             match (position, first) {
@@ -333,7 +345,7 @@ impl Streams {
                     match mine {
                         Some(c) => {
                             stream.unread_current =
-                                seek_after(&mut stream.journal, &source, c, gaps)?;
+                                seek_after(&mut stream.journal, &source, c, &mut found)?;
                             stream.read = Some(c.to_owned());
                         }
                         None => {
@@ -346,6 +358,8 @@ impl Streams {
                 }
             }
         }
+        *gaps += found.found;
+        self.gap_entries += found.entries;
         self.current = 0;
         Ok(match position {
             Some(_) => None,
@@ -521,7 +535,14 @@ impl Streams {
     /// The gaps found while reading (a stream reopened past entries that were gone) since the
     /// last call: the collector counts them into the position it commits next.
     pub fn take_gaps(&mut self) -> u64 {
-        std::mem::take(&mut self.gaps_found)
+        let g = std::mem::take(&mut self.gaps_found);
+        self.gap_entries += g.entries;
+        g.found
+    }
+
+    /// Entries lost to the gaps found since the collector started, where sequence numbers tell.
+    pub fn gap_entries(&self) -> u64 {
+        self.gap_entries + self.gaps_found.entries
     }
 
     /// Changes `REOPEN_EVERY` (config key `journal_reopen_entries`).
@@ -735,7 +756,7 @@ fn seek_after(
     journal: &mut Journal,
     source: &Source,
     cursor: &str,
-    gaps: &mut u64,
+    gaps: &mut Gaps,
 ) -> Result<bool> {
     journal.seek_cursor(cursor)?;
     if !journal.step_forward()? {
@@ -760,11 +781,22 @@ fn seek_after(
     // The saved entry is gone (vacuumed, rotated away, or another journal): the entry we landed
     // on is the first one not read yet.
     let landed = journal.cursor()?;
-    *gaps += 1;
+    gaps.found += 1;
+    gaps.entries += skipped_entries(cursor, &landed);
     log::warn!(
         "the saved position is no longer in {source} (vacuumed?): resuming at the oldest entry \
          after it; {} (saved {cursor}, now at {landed})",
         describe_jump(cursor, &landed)
     );
     Ok(true)
+}
+
+/// Entries between two cursors of one stream (0 when their sequence numbers are not comparable).
+fn skipped_entries(from: &str, to: &str) -> u64 {
+    match (parse_cursor(from), parse_cursor(to)) {
+        (Some(a), Some(b)) if a.seqnum_id == b.seqnum_id && b.seqnum > a.seqnum => {
+            b.seqnum - a.seqnum - 1
+        }
+        _ => 0,
+    }
 }

@@ -155,6 +155,7 @@ impl Collector {
             r.corrupt_entries as f64,
         );
         m.one(Kind::Counter, "gaps_total", "Gaps found in the journal (entries deleted before they were read), since the buffer began.", w.state().gaps_total as f64);
+        m.one(Kind::Counter, "gap_entries_total", "Entries lost to the gaps found since the collector started, where sequence numbers tell.", r.journal.gap_entries() as f64);
         m.one(
             Kind::Counter,
             "commits_total",

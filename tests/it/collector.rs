@@ -414,6 +414,20 @@ fn vacuumed_position_is_logged_counted_and_skipped_over() {
     assert!(err.contains("no longer in"), "{err}");
     assert!(err.contains("journal time"), "the jump is described: {err}");
     assert_eq!(collector_state_gaps(&t), 1);
+    // The metrics count the entries lost, as many as the log line says were skipped.
+    let skipped: u64 = err
+        .split(" entries skipped")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of skipped entries: {err}"));
+    assert!(skipped >= 30, "{err}");
+    let metrics =
+        std::fs::read_to_string(t.state().join("journal_parquet_collector.prom")).unwrap();
+    assert!(
+        metrics.contains(&format!("journal_parquet_gap_entries_total {skipped}\n")),
+        "{metrics}"
+    );
     let m = t.messages();
     assert!(m.iter().any(|m| m == "after-rotation-0") && m.iter().any(|m| m == "after-rotation-1"));
     assert!(!m.iter().any(|m| m.starts_with("vacuumed-")));
@@ -983,6 +997,27 @@ fn filters_keep_what_they_say_and_count_what_they_leave_out() {
             stderr(&out)
         );
     }
+
+    // The flags of a one-off run replace the config file's lists (here its exclude list).
+    let t = TestDir::new();
+    write_file(&t.config(), "exclude_identifiers = [\"nginx\"]\n");
+    run_ok(&mut t.collector(&[
+        "--directory",
+        corpus.to_str().unwrap(),
+        "--from-head",
+        "--once",
+        "--exclude-identifier",
+        "kernel",
+        "--exclude-identifier",
+        "CRON",
+        "--max-priority",
+        "5",
+    ]));
+    let keep = cases[1].1;
+    let want = expected.values().filter(|e| keep(e)).count();
+    assert_eq!(t.cursor_counts().len(), want, "flags beat the file");
+    let out = run(&mut t.collector(&["--once", "--max-priority", "9"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
     // exclude_fields: every entry kept, without the fields named.
     let t = TestDir::new();
