@@ -43,6 +43,8 @@ pub struct Report {
     pub segments_removed: usize,
     /// Bytes of the minute files written.
     pub bytes_written: u64,
+    /// Rows left in the sealed segments after the export (minutes not complete yet).
+    pub rows_left: u64,
     /// What retention deleted after the export.
     pub retention: crate::retention::Deleted,
     /// The oldest minute (µs) that still has rows in the sealed segments after the export, or
@@ -57,6 +59,7 @@ impl Report {
         self.rows_exported += other.rows_exported;
         self.segments_removed += other.segments_removed;
         self.bytes_written += other.bytes_written;
+        self.rows_left += other.rows_left;
         self.keep_from = match (self.keep_from, other.keep_from) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -265,12 +268,12 @@ struct Minute {
 /// those rows and removes the segments left empty.
 pub fn export(attached: &mut Attached, settings: &Settings, cutoff: Option<i64>) -> Result<Report> {
     let mut report = export_minutes(attached, settings, cutoff)?;
-    report.keep_from = attached
+    (report.keep_from, report.rows_left) = attached
         .conn
         .query_row(
-            "SELECT epoch_us(min(minute_key)) FROM journal_logs",
+            "SELECT epoch_us(min(minute_key)), count(*) FROM journal_logs",
             [],
-            |r| r.get::<_, Option<i64>>(0),
+            |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, u64>(1)?)),
         )
         .context("failed to find the oldest minute left in the buffer")?;
     report.segments_removed = attached.remove_empty()?;
@@ -874,6 +877,14 @@ fn write_metrics(settings: &Settings, result: &Result<Report>, took: Duration) {
         "How long the last jp-flush run took.",
         took.as_secs_f64(),
     );
+    if let Ok(r) = result {
+        m.one(
+            Kind::Gauge,
+            "buffer_sealed_rows",
+            "Rows left in the buffer's sealed segments after the last run (minutes not complete yet).",
+            r.rows_left as f64,
+        );
+    }
     if let Err(e) = m.write(&settings.metrics_dir, FLUSH_FILE) {
         log::warn!("{e:#}: the metrics are not up to date");
     }
