@@ -551,27 +551,29 @@ impl Settings {
             Some(_) => return Err(bad("flush_every_sec", "must be at most 86400").into()),
         };
 
-        let span = |key: &str, text: Option<String>| -> Result<Option<Duration>, BadConfig> {
-            text.map(|t| {
-                crate::retention::parse_span(&t).ok_or_else(|| {
-                    bad(
-                        key,
-                        &format!("{t:?} is not a time span such as \"400d\" or \"12h\""),
-                    )
-                })
+        // A retention key: None when unset, else its parsed value or an error with an example.
+        fn parsed<T>(
+            text: Option<String>,
+            parse: fn(&str) -> Option<T>,
+            fail: impl Fn(&str) -> BadConfig,
+        ) -> Result<Option<T>, BadConfig> {
+            text.map(|t| parse(&t).ok_or_else(|| fail(&t))).transpose()
+        }
+        let span = |key: &str, text| {
+            parsed(text, crate::retention::parse_span, |t| {
+                bad(
+                    key,
+                    &format!("{t:?} is not a time span such as \"400d\" or \"12h\""),
+                )
             })
-            .transpose()
         };
-        let size = |key: &str, text: Option<String>| -> Result<Option<u64>, BadConfig> {
-            text.map(|t| {
-                crate::retention::parse_size(&t).ok_or_else(|| {
-                    bad(
-                        key,
-                        &format!("{t:?} is not a size such as \"50G\" or \"512M\""),
-                    )
-                })
+        let size = |key: &str, text| {
+            parsed(text, crate::retention::parse_size, |t| {
+                bad(
+                    key,
+                    &format!("{t:?} is not a size such as \"50G\" or \"512M\""),
+                )
             })
-            .transpose()
         };
         if file.max_priority.is_some_and(|p| p > 7) {
             return Err(bad("max_priority", "must be between 0 (emerg) and 7 (debug)").into());

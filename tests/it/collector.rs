@@ -743,16 +743,8 @@ fn rotate_and_delete_under_the_reader(wait_each_round: bool) -> (u64, String) {
     write_file(&t.config(), "journal_reopen_entries = 300\n");
     let dir = journald.dir.to_str().unwrap().to_owned();
     let log = t.path().join("collector.log");
-    let mut notify = NotifySocket::new(t.path());
-    let mut child = KillOnDrop(
-        t.collector(&["--directory", &dir, "--from-head"])
-            .env("NOTIFY_SOCKET", &notify.path)
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    notify.wait_for("READY=1", Duration::from_secs(60));
+    let (mut child, _notify) =
+        start_collector_logging(&t, &["--directory", &dir, "--from-head"], &log);
     let mut deleted = 0;
     for round in 0..10 {
         for i in 0..2000 {
@@ -1188,22 +1180,9 @@ fn sighup_reloads_filters_warns_about_restart_keys_and_survives_a_bad_config() {
     let t = TestDir::new();
     let dir = journald.dir.to_str().unwrap().to_owned();
     write_file(&t.config(), "exclude_identifiers = [\"a-*\"]\n");
-    let notify = NotifySocket::new(t.path());
     let log = t.path().join("collector.log");
-    let mut child = KillOnDrop(
-        t.collector(&["--directory", &dir, "--from-head"])
-            .env("NOTIFY_SOCKET", &notify.path)
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    eventually(Duration::from_secs(60), "READY=1", || {
-        notify
-            .seen()
-            .iter()
-            .any(|m| m.lines().any(|l| l == "READY=1"))
-    });
+    let (mut child, notify) =
+        start_collector_logging(&t, &["--directory", &dir, "--from-head"], &log);
     let send = |ident: &str, message: &str| {
         journald.send(&[
             ("MESSAGE", message.as_bytes()),

@@ -890,11 +890,7 @@ fn metrics_pass_promtool_count_journald_losses_and_are_scraped_by_node_exporter(
     assert_eq!(sample(&flush, "entries_exported_total"), 54.0);
 
     // node_exporter's textfile collector, on loopback only.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let _exporter = KillOnDrop(
         Command::new("prometheus-node-exporter")
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))

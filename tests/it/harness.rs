@@ -367,6 +367,52 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A free loopback port: bound, read, released.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a collector with its stderr in `log` and waits until it says READY=1.
+pub fn start_collector_logging(
+    t: &TestDir,
+    args: &[&str],
+    log: &Path,
+) -> (KillOnDrop, NotifySocket) {
+    let mut notify = NotifySocket::new(t.path());
+    let child = KillOnDrop(
+        t.collector(args)
+            .env("NOTIFY_SOCKET", &notify.path)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    notify.wait_for("READY=1", Duration::from_secs(60));
+    (child, notify)
+}
+
+/// Starts `systemd-journal-upload` sending journal `file` to `http://127.0.0.1:PORT` once (its
+/// saved cursor is `t`'s `upload-I.state`).
+pub fn start_upload(t: &TestDir, port: u16, i: usize, file: &Path) -> Child {
+    Command::new("/lib/systemd/systemd-journal-upload")
+        .arg(format!("--url=http://127.0.0.1:{port}"))
+        .arg(format!("--file={}", file.display()))
+        .arg("--follow=no")
+        .arg(format!(
+            "--save-state={}",
+            t.path().join(format!("upload-{i}.state")).display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start systemd-journal-upload")
+}
+
 /// Starts a collector and waits until it says READY=1.
 pub fn start_collector(t: &TestDir, args: &[&str]) -> (KillOnDrop, NotifySocket) {
     let mut notify = NotifySocket::new(t.path());

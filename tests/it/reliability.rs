@@ -891,11 +891,7 @@ fn fleet_through_journal_upload_and_remote_arrives_once_per_host() {
     let received = t.path().join("remote");
     std::fs::create_dir_all(&received).unwrap();
     // A free loopback port: bound, read, released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut remote = KillOnDrop(
         Command::new("/lib/systemd/systemd-journal-remote")
             .arg(format!("--listen-http=127.0.0.1:{port}"))
@@ -937,21 +933,7 @@ fn fleet_through_journal_upload_and_remote_arrives_once_per_host() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "journal"))
         .enumerate()
-        .map(|(i, file)| {
-            Command::new("/lib/systemd/systemd-journal-upload")
-                .arg(format!("--url=http://127.0.0.1:{port}"))
-                .arg(format!("--file={}", file.display()))
-                .arg("--follow=no")
-                .arg(format!(
-                    "--save-state={}",
-                    t.path().join(format!("upload-{i}.state")).display()
-                ))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start systemd-journal-upload")
-        })
+        .map(|(i, file)| start_upload(&t, port, i, &file))
         .collect();
     assert_eq!(uploads.len(), 4, "one journal file per host");
     for u in uploads {
@@ -1026,11 +1008,7 @@ fn sixteen_journal_remote_files_growing_at_once_are_read_to_their_end() {
     let mut remotes = Vec::new();
     let mut ports = Vec::new();
     for i in 0..HOSTS {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         remotes.push(KillOnDrop(
             Command::new("/lib/systemd/systemd-journal-remote")
                 .arg(format!("--listen-http=127.0.0.1:{port}"))
@@ -1056,21 +1034,7 @@ fn sixteen_journal_remote_files_growing_at_once_are_read_to_their_end() {
         .iter()
         .zip(&ports)
         .enumerate()
-        .map(|(i, (file, port))| {
-            Command::new("/lib/systemd/systemd-journal-upload")
-                .arg(format!("--url=http://127.0.0.1:{port}"))
-                .arg(format!("--file={}", file.display()))
-                .arg("--follow=no")
-                .arg(format!(
-                    "--save-state={}",
-                    t.path().join(format!("upload-{i}.state")).display()
-                ))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start systemd-journal-upload")
-        })
+        .map(|(i, (file, port))| start_upload(&t, *port, i, file))
         .collect();
     for u in uploads {
         let out = u.wait_with_output().unwrap();
