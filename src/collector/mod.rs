@@ -363,12 +363,14 @@ fn log_flush(thread: JoinHandle<Result<Report>>) {
 
 /// Runs the collector until SIGTERM/SIGINT (or, with `--once`, until caught up).
 pub fn run(args: &CollectorArgs) -> Result<()> {
+    // First of all: a SIGTERM that comes while the configuration is read must wait for the main
+    // loop (and a clean exit 0), not kill the process.
+    let mut signals = service::Signals::block()?;
     let settings = Settings::for_collector(args)?;
     if crate::config::check_only(&args.common, &settings) {
         return Ok(());
     }
     service::init_logging(settings.log_level, "journal-parquet");
-    let mut signals = service::Signals::block()?;
 
     crate::layout::make_private_dir(&settings.state_dir)
         .context("cannot use the state directory")?;
