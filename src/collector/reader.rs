@@ -123,7 +123,13 @@ impl Reader {
         let (monotonic_usec, boot_id) = journal.monotonic_usec()?;
         self.fields.clear();
         let fields = &mut self.fields;
-        let unreadable = journal.for_each_field(|data| fields.push(data))?;
+        // journald's "dropped" message is rare: looked for in full only when its MESSAGE_ID is
+        // there, seen as the fields go by (most fail at the first byte).
+        let mut dropped = false;
+        let unreadable = journal.for_each_field(|data| {
+            dropped |= data.strip_prefix(b"MESSAGE_ID=") == Some(JOURNALD_DROPPED);
+            fields.push(data)
+        })?;
         if unreadable > 0 {
             self.corrupt_entries += 1;
             log::warn!(
@@ -134,7 +140,9 @@ impl Reader {
         }
         self.unsaved = true;
         self.read_total += 1;
-        self.note_suppressed();
+        if dropped {
+            self.note_suppressed();
+        }
         if !self.filter.keeps(&self.fields) {
             self.filtered += 1;
             return self.journal.mark_read(cursor);
