@@ -74,7 +74,7 @@ impl Journal {
         if r < 0 {
             bail!("failed to open {source}: {}", errno_text(r));
         }
-        Journal::set_up(handle, source)
+        Journal::set_up(handle, source)?.watched()
     }
 
     /// Takes over an opened handle and sets it up for reading.
@@ -88,14 +88,24 @@ impl Journal {
             unsafe { ffi::sd_journal_set_data_threshold(handle, 0) },
             "set the data threshold of",
         )?;
-        // The first sd_journal_get_fd sets up the inotify watches: done before the first read,
-        // no change between that read and the first poll can go unnoticed.
-        journal.poll_fd()?;
         Ok(journal)
+    }
+
+    /// Sets up libsystemd's inotify watches (the first `sd_journal_get_fd` does): done before the
+    /// first read, no change between that read and the first poll can go unnoticed.
+    fn watched(self) -> Result<Journal> {
+        self.poll_fd()?;
+        Ok(self)
     }
 
     /// Opens exactly these journal files (one sequence-number stream of a directory, see
     /// `streams`). `source` names them in messages.
+    ///
+    /// Without libsystemd's inotify watches: on an event for a file renamed or deleted (a
+    /// rotation, a vacuum) `sd_journal_process` drops that file from the journal, with whatever
+    /// it had not read yet, and a journal opened on a list of files never takes a file back.
+    /// The caller watches the directory itself, and reopens the journal once it is read to its
+    /// end (see `streams`).
     pub fn open_files(source: &Source, files: &[PathBuf]) -> Result<Journal> {
         let paths = files
             .iter()

@@ -57,8 +57,9 @@ pub struct Streams {
     /// The stream being read.
     current: usize,
     last_scan: Instant,
-    /// For a directory: a watch for files appearing, renamed or removed in it, and whether one
-    /// was seen since the last scan. Without it a directory would have to be polled.
+    /// For a directory: a watch for files appearing, renamed, removed or written to in it (the
+    /// only wake-up of its streams, see `Journal::open_files`), and whether a file appeared, was
+    /// renamed or removed since the last scan. Without it a directory would have to be polled.
     watch: Option<nix::sys::inotify::Inotify>,
     changed: bool,
     /// Caught up since the streams' files were last compared with what was read (see
@@ -208,7 +209,8 @@ impl Streams {
                         AddWatchFlags::IN_CREATE
                             | AddWatchFlags::IN_MOVED_TO
                             | AddWatchFlags::IN_MOVED_FROM
-                            | AddWatchFlags::IN_DELETE,
+                            | AddWatchFlags::IN_DELETE
+                            | AddWatchFlags::IN_MODIFY,
                     )
                     .with_context(|| format!("failed to watch {}", dir.display()))?;
                 streams.watch = Some(watch);
@@ -553,9 +555,12 @@ impl Streams {
     /// The descriptors to poll for changes, with their events.
     pub fn poll_fds(&self) -> Result<Vec<(RawFd, i16)>> {
         use std::os::fd::{AsFd, AsRawFd};
+        // A directory's streams have no watches of their own (see `Journal::open_files`): the
+        // directory's watch wakes them.
         let mut fds: Vec<(RawFd, i16)> = self
             .streams
             .iter()
+            .filter(|s| s.id.is_none())
             .map(|s| s.journal.poll_fd())
             .collect::<Result<_>>()?;
         if let Some(w) = &self.watch {
@@ -567,16 +572,21 @@ impl Streams {
     /// Lets libsystemd handle what woke the poll, in every stream, and notes changes to the
     /// directory.
     pub fn process(&mut self) -> Result<()> {
-        for s in &mut self.streams {
+        for s in self.streams.iter_mut().filter(|s| s.id.is_none()) {
             s.journal.process()?;
         }
         if let Some(w) = &self.watch {
-            // Non-blocking: EAGAIN once drained.
+            use nix::sys::inotify::AddWatchFlags;
+            // Non-blocking: EAGAIN once drained. A file written to (IN_MODIFY: journald and
+            // journal-remote truncate a file to its size after appending, to wake readers) only
+            // wakes the loop, which reads on; anything else changes the directory's files.
             while let Ok(events) = w.read_events() {
                 if events.is_empty() {
                     break;
                 }
-                self.changed = true;
+                if events.iter().any(|e| e.mask != AddWatchFlags::IN_MODIFY) {
+                    self.changed = true;
+                }
             }
         }
         Ok(())
@@ -585,7 +595,7 @@ impl Streams {
     /// The earliest wake-up libsystemd asks for (µs, CLOCK_MONOTONIC), if any.
     pub fn timeout_usec(&self) -> Result<Option<u64>> {
         let mut earliest: Option<u64> = None;
-        for s in &self.streams {
+        for s in self.streams.iter().filter(|s| s.id.is_none()) {
             if let Some(t) = s.journal.timeout_usec()? {
                 earliest = Some(earliest.map_or(t, |e| e.min(t)));
             }
