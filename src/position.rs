@@ -114,17 +114,22 @@ pub fn describe_jump(from: &str, to: &str) -> String {
     match (parse_cursor(from), parse_cursor(to)) {
         (Some(a), Some(b)) => {
             let seconds = (b.realtime_usec as i128 - a.realtime_usec as i128) as f64 / 1e6;
-            if a.seqnum_id == b.seqnum_id && b.seqnum > a.seqnum {
-                format!(
-                    "{} entries skipped, {seconds:.1} s of journal time",
-                    b.seqnum - a.seqnum - 1
-                )
-            } else {
-                format!("{seconds:.1} s of journal time (sequence numbers not comparable)")
+            match entries_between(from, to) {
+                Some(n) => format!("{n} entries skipped, {seconds:.1} s of journal time"),
+                None => {
+                    format!("{seconds:.1} s of journal time (sequence numbers not comparable)")
+                }
             }
         }
         _ => "distance unknown".to_owned(),
     }
+}
+
+/// How many entries lie strictly between two cursors of one stream; None when their sequence
+/// numbers cannot be compared (other streams, or `to` not after `from`).
+pub fn entries_between(from: &str, to: &str) -> Option<u64> {
+    let (a, b) = (parse_cursor(from)?, parse_cursor(to)?);
+    (a.seqnum_id == b.seqnum_id && b.seqnum > a.seqnum).then(|| b.seqnum - a.seqnum - 1)
 }
 
 /// What the state file says: the committed position (a mirror of the buffer's), and where to read

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::journal::{file_header, Journal, Source};
-use crate::position::{describe_jump, parse_cursor};
+use crate::position::{describe_jump, entries_between, parse_cursor};
 use crate::position::{FirstStart, Position};
 
 /// At most how often a directory is looked at again after it changed (a burst of renames is one
@@ -33,8 +33,8 @@ pub const RESCAN_EVERY: Duration = Duration::from_millis(200);
 pub const REOPEN_EVERY: u64 = 50_000;
 
 /// A stream whose journal stops short of what its files hold (see `Streams::check_tails`) is
-/// reopened at most this often once reopening does not help, and a warning names it from the
-/// once, when the wait has grown to `TAIL_CHECK_WARN_AFTER`.
+/// reopened at most this often once reopening does not help; a warning names it once, when the
+/// wait has grown to `TAIL_CHECK_WARN_AFTER`.
 const TAIL_CHECK_AT_MOST: Duration = Duration::from_secs(60);
 const TAIL_CHECK_WARN_AFTER: Duration = Duration::from_secs(6);
 
@@ -792,21 +792,11 @@ fn seek_after(
     // on is the first one not read yet.
     let landed = journal.cursor()?;
     gaps.found += 1;
-    gaps.entries += skipped_entries(cursor, &landed);
+    gaps.entries += entries_between(cursor, &landed).unwrap_or(0);
     log::warn!(
         "the saved position is no longer in {source} (vacuumed?): resuming at the oldest entry \
          after it; {} (saved {cursor}, now at {landed})",
         describe_jump(cursor, &landed)
     );
     Ok(true)
-}
-
-/// Entries between two cursors of one stream (0 when their sequence numbers are not comparable).
-fn skipped_entries(from: &str, to: &str) -> u64 {
-    match (parse_cursor(from), parse_cursor(to)) {
-        (Some(a), Some(b)) if a.seqnum_id == b.seqnum_id && b.seqnum > a.seqnum => {
-            b.seqnum - a.seqnum - 1
-        }
-        _ => 0,
-    }
 }
