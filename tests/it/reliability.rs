@@ -890,22 +890,10 @@ fn fleet_through_journal_upload_and_remote_arrives_once_per_host() {
     let corpus = t.corpus("corpus", "-n 8000 --hosts 4 --seed 41 --duration 20m");
     let received = t.path().join("remote");
     std::fs::create_dir_all(&received).unwrap();
-    // A free loopback port: bound, read, released.
-    let port = free_port();
-    let mut remote = KillOnDrop(
-        Command::new("/lib/systemd/systemd-journal-remote")
-            .arg(format!("--listen-http=127.0.0.1:{port}"))
-            .arg(format!("--output={}/", received.display()))
-            .arg("--split-mode=host")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start systemd-journal-remote (Debian package systemd-journal-remote)"),
+    let (mut remote, port) = start_remote(
+        &format!("--output={}/", received.display()),
+        "--split-mode=host",
     );
-    eventually(Duration::from_secs(20), "journal-remote to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
 
     let stop = Arc::new(AtomicBool::new(false));
     let dir = received.to_str().unwrap().to_owned();
@@ -1005,28 +993,14 @@ fn sixteen_journal_remote_files_growing_at_once_are_read_to_their_end() {
     let received = t.path().join("remote");
     std::fs::create_dir_all(&received).unwrap();
     let dir = received.to_str().unwrap().to_owned();
-    let mut remotes = Vec::new();
-    let mut ports = Vec::new();
-    for i in 0..HOSTS {
-        let port = free_port();
-        remotes.push(KillOnDrop(
-            Command::new("/lib/systemd/systemd-journal-remote")
-                .arg(format!("--listen-http=127.0.0.1:{port}"))
-                .arg(format!("--output={dir}/remote-host{i}.journal"))
-                .arg("--split-mode=none")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start systemd-journal-remote"),
-        ));
-        ports.push(port);
-    }
-    for port in &ports {
-        eventually(Duration::from_secs(20), "journal-remote to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok()
-        });
-    }
+    let (remotes, ports): (Vec<_>, Vec<_>) = (0..HOSTS)
+        .map(|i| {
+            start_remote(
+                &format!("--output={dir}/remote-host{i}.journal"),
+                "--split-mode=none",
+            )
+        })
+        .unzip();
     let (mut collector, _notify) = start_collector(&t, &["--directory", &dir, "--from-head"]);
     let files = files_ending(&corpus, ".journal");
     assert_eq!(files.len(), HOSTS, "one journal file per host");
@@ -1067,4 +1041,25 @@ fn sixteen_journal_remote_files_growing_at_once_are_read_to_their_end() {
     drop(remotes);
     final_flush(&t);
     assert_eq!(parquet_rows(&t.data()).len() as u64, sent);
+}
+
+/// Starts `systemd-journal-remote` listening on a free loopback port with `output` and `split`,
+/// and waits until it accepts connections.
+fn start_remote(output: &str, split: &str) -> (KillOnDrop, u16) {
+    let port = free_port();
+    let remote = KillOnDrop(
+        Command::new("/lib/systemd/systemd-journal-remote")
+            .arg(format!("--listen-http=127.0.0.1:{port}"))
+            .arg(output)
+            .arg(split)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start systemd-journal-remote (Debian package systemd-journal-remote)"),
+    );
+    eventually(Duration::from_secs(20), "journal-remote to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (remote, port)
 }
