@@ -38,6 +38,19 @@ impl std::fmt::Display for BadConfig {
 
 impl std::error::Error for BadConfig {}
 
+/// A command line that cannot be run as given (beyond what argument parsing checks): exit 2, as
+/// for argument errors.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
 /// Parquet compression, from the config key `compression`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -98,10 +111,16 @@ pub struct CommonArgs {
     pub check_config: bool,
 }
 
-/// journal-parquet: reads the journal into the DuckDB buffer.
+/// journal-parquet: reads the journal into the DuckDB buffer; `journal-parquet query` asks the
+/// archive.
 #[derive(Debug, Parser)]
 #[command(name = "journal-parquet", version, about, long_about = None)]
+// The collector's flags belong to the collector alone: `journal-parquet --once query` is a usage
+// error, not a collector that also queries.
+#[command(args_conflicts_with_subcommands = true)]
 pub struct CollectorArgs {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     #[command(flatten)]
     pub common: CommonArgs,
     /// Read the journal files in DIR instead of the system and user journals (like journalctl -D)
@@ -117,7 +136,7 @@ pub struct CollectorArgs {
     pub from_head: bool,
     /// With --from-head: start at the first entry stamped at or after TIME, UTC (e.g.
     /// 2026-11-01, "2026-11-01 12:00:00", 2026-11-01T12:00:00Z or @UNIX_SECONDS)
-    #[arg(long, value_name = "TIME", requires = "from_head", value_parser = parse_since)]
+    #[arg(long, value_name = "TIME", requires = "from_head", value_parser = parse_time)]
     pub since: Option<u64>,
     /// Exit 0 once every entry readable so far is committed to the buffer
     #[arg(long)]
@@ -149,6 +168,54 @@ pub struct CollectorArgs {
     pub flush_every: Option<u64>,
 }
 
+/// What `journal-parquet` runs besides the collector.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run SQL over the archive in an embedded DuckDB, with the views `journal` (the typed
+    /// columns of every minute file) and `entries` (each entry whole, as `journalctl -o json
+    /// --all` prints it)
+    Query(QueryArgs),
+}
+
+/// `journal-parquet query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The SQL: one statement; none or "-" reads it from standard input
+    #[arg(value_name = "SQL")]
+    pub sql: Option<String>,
+    /// How the result is printed: an aligned table, CSV with a header, JSON (one object a line)
+    /// or Parquet (redirect it to a file)
+    #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
+    pub format: QueryFormat,
+    /// Only entries stamped at or after TIME, UTC (e.g. 2026-11-01, "2026-11-01 12:00:00",
+    /// 2026-11-01T12:00:00Z or @UNIX_SECONDS); files of earlier minutes are not opened
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Option<u64>,
+    /// Only entries stamped before TIME, UTC (as --since); files of later minutes are not
+    /// opened
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<u64>,
+    /// Only the host NAME (its `_HOSTNAME`, or its directory under the data directory);
+    /// repeatable; other hosts' files are not opened
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+    /// Also the entries not flushed to Parquet yet, read from the buffer without stopping the
+    /// collector (needs access to the state directory)
+    #[arg(long)]
+    pub live: bool,
+}
+
+/// `journal-parquet query --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueryFormat {
+    Table,
+    Csv,
+    Json,
+    Parquet,
+}
+
 impl CollectorArgs {
     /// Where a first start begins reading.
     pub fn first_start(&self) -> FirstStart {
@@ -160,8 +227,8 @@ impl CollectorArgs {
     }
 }
 
-/// `--since`: a UTC time as µs since the epoch.
-fn parse_since(text: &str) -> Result<u64, String> {
+/// `--since`, `--until`: a UTC time as µs since the epoch.
+fn parse_time(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let parsed = if let Some(secs) = t.strip_prefix('@') {
         secs.parse::<i64>()
@@ -666,6 +733,8 @@ fn load_file(given: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>)> {
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<BadConfig>().is_some() {
         78
+    } else if err.downcast_ref::<Usage>().is_some() {
+        2
     } else {
         1
     }

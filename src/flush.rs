@@ -24,7 +24,7 @@ use crate::buffer::Buffer;
 use crate::config::{FlushArgs, Settings};
 use crate::handoff::{self, Lease};
 use crate::layout::{make_private_dir, minute_file, sync_dir, MINUTE_USEC};
-use crate::row::{BUFFER_ONLY_COLUMNS, COLUMNS};
+use crate::row::{BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA};
 use crate::segment::{duckdb_config, is_damaged, read_collector_state, CollectorState};
 use crate::service;
 
@@ -174,7 +174,11 @@ impl Attached {
     }
 
     fn create_views(&self) -> Result<()> {
-        let columns: Vec<&str> = COLUMNS.iter().map(|(n, _, _)| *n).collect();
+        // Cast, because segments of two versions can be attached at once (see `segment`).
+        let columns: Vec<String> = COLUMNS
+            .iter()
+            .map(|(n, ty, _)| format!("CAST(\"{n}\" AS {ty}) AS \"{n}\""))
+            .collect();
         let columns = columns.join(", ");
         let sql = match (self.segments.first(), self.segments.last()) {
             (Some(_), Some(newest)) => {
@@ -404,13 +408,13 @@ fn export_minute(
     m: &Minute,
 ) -> Result<(u64, bool)> {
     let host_dir = m.host_dir.as_str();
-    // host_dir comes from layout::host_dir: one segment of [A-Za-z0-9.%_~-], never . or ..
+    // host_dir comes from layout::host_dir: one segment of [A-Za-z0-9.%@_~-], never . or ..
     if host_dir.is_empty()
         || host_dir == "."
         || host_dir == ".."
         || !host_dir
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._%~-".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || b"._%@~-".contains(&b))
     {
         bail!("refusing to write under the host directory {host_dir:?}: not a safe path segment");
     }
@@ -478,7 +482,8 @@ fn export_minute(
         ),
     };
     let copy = format!(
-        "COPY ({query}) TO {} (FORMAT parquet, COMPRESSION {}, ROW_GROUP_SIZE 100000, ROW_GROUP_SIZE_BYTES '32MB')",
+        "COPY ({query}) TO {} (FORMAT parquet, COMPRESSION {}, ROW_GROUP_SIZE 100000, ROW_GROUP_SIZE_BYTES '32MB', \
+         KV_METADATA {{journal_parquet_schema: '{PARQUET_SCHEMA}'}})",
         quote(&tmp.to_string_lossy()),
         settings.compression.sql()
     );
@@ -608,8 +613,7 @@ fn salvage(conn: &Connection, path: &Path, template: &str) -> Result<String> {
     let file = quote(&path.to_string_lossy());
     let columns = select_list();
     conn.execute_batch(&format!(
-        "CREATE TEMP TABLE {table} AS SELECT {} FROM {template} LIMIT 0",
-        columns_as_is()
+        "CREATE TEMP TABLE {table} AS SELECT {columns} FROM {template} LIMIT 0"
     ))?;
     let groups: Vec<(i64, i64)> = conn
         .prepare(&format!(
@@ -634,16 +638,6 @@ fn salvage(conn: &Connection, path: &Path, template: &str) -> Result<String> {
         first_row += n;
     }
     Ok(table)
-}
-
-/// The exported columns by name alone (for a table made from the `journal_logs` view).
-fn columns_as_is() -> String {
-    COLUMNS
-        .iter()
-        .filter(|(name, _, _)| !BUFFER_ONLY_COLUMNS.contains(name))
-        .map(|(name, _, _)| format!("\"{name}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Exports the segments `lease` holds (see `export_lease`), then applies retention to the tree.
@@ -737,7 +731,32 @@ pub fn run(args: &FlushArgs) -> Result<()> {
     let started = Instant::now();
     let result = flush_once(&settings, args.all);
     write_metrics(&settings, &result, started.elapsed());
+    update_catalogue(&settings);
     result.map(drop)
+}
+
+/// Writes `DATA/journal.duckdb` when it is missing or outdated (`views::ensure_catalogue`). A
+/// convenience beside the archive: a failure is logged, never the run's.
+fn update_catalogue(settings: &Settings) {
+    if !settings.data_dir.exists() {
+        return;
+    }
+    match crate::views::ensure_catalogue(&settings.data_dir) {
+        Ok(crate::views::Catalogue::Written) => {
+            log::info!(
+                "wrote the catalogue {}",
+                settings
+                    .data_dir
+                    .join(crate::views::CATALOGUE_FILE)
+                    .display()
+            )
+        }
+        Ok(crate::views::Catalogue::Busy) => log::debug!(
+            "the catalogue is held open for writing by another process; checked again next run"
+        ),
+        Ok(crate::views::Catalogue::UpToDate) => {}
+        Err(e) => log::warn!("{e:#}"),
+    }
 }
 
 /// One jp-flush run: seal, export, apply retention.

@@ -3,9 +3,14 @@
 //!
 //! A plain host name (letters, digits, '-' and '.', dot-separated labels that start and end with a
 //! letter or digit, at most 64 bytes) is used as it is. Anything else — empty, `..`, `a/b`,
-//! control characters, non-UTF-8, over 64 bytes — is escaped: `_` followed by the bytes, with every
-//! byte outside `[A-Za-z0-9.-]` written as `%XX`. A plain name never starts with `_`, so an escaped
-//! name never equals a plain one, and the escaping is reversible (`unescape_host`). An escaped name
+//! control characters, non-UTF-8, over 64 bytes — is escaped: `@` followed by the bytes, with every
+//! byte outside `[A-Za-z0-9.-]` written as `%XX`. A plain name never starts with `@`, so an escaped
+//! name never equals a plain one, and the escaping is reversible (`unescape_host`).
+//!
+//! Why `@`: Hadoop and Spark skip paths that start with `_` or `.` as hidden (measured: Spark 4.3
+//! with `recursiveFileLookup` leaves out a `_%FF` directory and reads an `@%FF` one), and `~`,
+//! `=`, `+` mean something to a shell, to Spark's partition discovery or to S3 URLs. Schema-2
+//! archives escaped with `_`; `unescape_host` still reads those names. An escaped name
 //! longer than 160 bytes keeps its first 120 bytes and ends with `~` and 32 hex digits of the
 //! SHA-256 of the whole raw value: still one segment, still distinct, and the full value is in
 //! every row's `hostname` and `fields`.
@@ -20,6 +25,9 @@ use sha2::{Digest, Sha256};
 const MAX_PLAIN: usize = 64;
 const MAX_ESCAPED: usize = 160;
 const KEEP_WHEN_LONG: usize = 120;
+/// What starts an escaped name; `_` in archives of file schema 2.
+const ESCAPED_PREFIX: char = '@';
+const LEGACY_ESCAPED_PREFIX: char = '_';
 
 /// True for a name used as its own directory.
 pub fn is_plain_host(name: &[u8]) -> bool {
@@ -42,7 +50,7 @@ pub fn host_dir(raw: &[u8]) -> String {
         // Plain names are ASCII.
         return String::from_utf8_lossy(raw).into_owned();
     }
-    let mut out = String::from("_");
+    let mut out = String::from(ESCAPED_PREFIX);
     for &b in raw {
         if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' {
             out.push(b as char);
@@ -69,7 +77,10 @@ pub fn host_dir(raw: &[u8]) -> String {
 /// The raw name behind a directory made by `host_dir`; `None` for a shortened (hashed) one or a
 /// name `host_dir` cannot have made.
 pub fn unescape_host(dir: &str) -> Option<Vec<u8>> {
-    let Some(rest) = dir.strip_prefix('_') else {
+    let Some(rest) = dir
+        .strip_prefix(ESCAPED_PREFIX)
+        .or_else(|| dir.strip_prefix(LEGACY_ESCAPED_PREFIX))
+    else {
         return is_plain_host(dir.as_bytes()).then(|| dir.as_bytes().to_vec());
     };
     if rest.contains('~') {
@@ -186,7 +197,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for raw in &hostile {
             let dir = host_dir(raw);
-            assert!(dir.starts_with('_'), "{dir}");
+            assert!(dir.starts_with('@'), "{dir}");
             assert!(!dir.contains('/') && dir != "." && dir != "..", "{dir}");
             assert!(dir.len() <= MAX_ESCAPED + 33, "{} bytes", dir.len());
             assert!(dir.bytes().all(|b| b.is_ascii_graphic()), "{dir}");
@@ -197,6 +208,12 @@ mod tests {
                 assert!(raw.len() > 50, "only long names are shortened");
             }
         }
+    }
+
+    #[test]
+    fn names_escaped_by_schema_2_still_unescape() {
+        assert_eq!(unescape_host("_%FF").as_deref(), Some(&b"\xff"[..]));
+        assert_eq!(unescape_host("@%FF").as_deref(), Some(&b"\xff"[..]));
     }
 
     #[test]

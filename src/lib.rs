@@ -15,13 +15,25 @@ pub mod journal;
 pub mod layout;
 pub mod metrics;
 pub mod position;
+pub mod query;
 pub mod retention;
 pub mod row;
 pub mod segment;
 pub mod service;
 pub mod streams;
+pub mod views;
 
 use std::process::ExitCode;
+
+/// `journal-parquet`: the collector, or the subcommand given.
+pub fn journal_parquet_main(args: config::CollectorArgs) -> ExitCode {
+    match &args.command {
+        Some(config::Command::Query(query)) => {
+            exit_with("journal-parquet query", || query::run(query))
+        }
+        None => exit_with("journal-parquet", || collector::run(&args)),
+    }
+}
 
 /// Runs `body` and turns its error into the documented exit code, logging the whole error chain
 /// once: 1 failure, 75 the buffer could not be had in time, 78 bad configuration. (Usage errors

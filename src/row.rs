@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use duckdb::arrow::array::{
-    ArrayRef, Int32Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder, UInt8Builder,
+    ArrayRef, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use duckdb::arrow::record_batch::RecordBatch;
@@ -15,30 +15,43 @@ use crate::layout::{host_dir, MINUTE_USEC};
 /// The columns of `journal_logs` and of the Parquet files, in order: name, DuckDB type, and
 /// whether the column can be NULL. Parquet files mark the same columns OPTIONAL in every file,
 /// whatever the data (see `flush::select_list`).
+///
+/// These are the types of file schema 3 (`PARQUET_SCHEMA`), chosen so that every engine takes
+/// the files as they are: no unsigned integers (Iceberg, Delta, Athena and Trino have none),
+/// `pid`/`uid`/`gid` as BIGINT (a `_UID` is any uint32, 4294967294 included), and `fields` as
+/// plain UTF-8 text rather than DuckDB's JSON type, whose Parquet JSON annotation pyiceberg's
+/// `add_files` refuses, Polars reads as binary and chDB turns into a type where LIKE fails. JSON
+/// functions take the text as it is (`fields->>'$.NAME'` in DuckDB); the README has the measured
+/// table of both choices.
 pub const COLUMNS: &[(&str, &str, bool)] = &[
     ("timestamp", "TIMESTAMP", false),
     ("minute_key", "TIMESTAMP", false),
     ("hostname", "VARCHAR", true),
     ("cursor", "VARCHAR", false),
-    ("fields", "JSON", false),
+    ("fields", "VARCHAR", false),
     ("message", "VARCHAR", true),
-    ("priority", "UTINYINT", true),
+    ("priority", "INTEGER", true),
     ("syslog_identifier", "VARCHAR", true),
     ("systemd_unit", "VARCHAR", true),
-    ("pid", "INTEGER", true),
-    ("uid", "INTEGER", true),
-    ("gid", "INTEGER", true),
+    ("pid", "BIGINT", true),
+    ("uid", "BIGINT", true),
+    ("gid", "BIGINT", true),
     ("comm", "VARCHAR", true),
     ("exe", "VARCHAR", true),
     ("boot_id", "VARCHAR", false),
     ("machine_id", "VARCHAR", true),
     ("transport", "VARCHAR", true),
-    ("monotonic_usec", "UBIGINT", false),
+    ("monotonic_usec", "BIGINT", false),
     ("source_timestamp", "TIMESTAMP", true),
     // Buffer only, not exported: the entry's directory under DATA (see `layout`), computed once at
     // ingest so that jp-flush can group rows by it.
     ("host_dir", "VARCHAR", false),
 ];
+
+/// The version of the Parquet files' schema, written into each file's key-value metadata as
+/// `journal_parquet_schema`. 2: `priority` UTINYINT, `pid`/`uid`/`gid` INTEGER, `monotonic_usec`
+/// UBIGINT, `fields` JSON; 3: the types above. Readers take both (`query::journal_view`).
+pub const PARQUET_SCHEMA: u32 = 3;
 
 /// The buffer columns that are not written to Parquet.
 pub const BUFFER_ONLY_COLUMNS: &[&str] = &["host_dir"];
@@ -247,6 +260,17 @@ pub fn encode_json(
             meta.realtime_usec
         ));
     }
+    // `monotonic_usec` is a BIGINT (no engine takes unsigned columns): the rare value beyond it
+    // saturates there and is kept exactly here.
+    if i64::try_from(meta.monotonic_usec).is_err() {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "\"__MONOTONIC_TIMESTAMP\":\"{}\"",
+            meta.monotonic_usec
+        ));
+    }
 
     // Group repeated names, keeping journal order. Entries have ~25 fields, so a linear scan over
     // the distinct names beats hashing; huge entries (thousands of fields) fall back to a map.
@@ -355,18 +379,18 @@ pub struct Batch {
     cursor: StringBuilder,
     fields: StringBuilder,
     message: StringBuilder,
-    priority: UInt8Builder,
+    priority: Int32Builder,
     syslog_identifier: StringBuilder,
     systemd_unit: StringBuilder,
-    pid: Int32Builder,
-    uid: Int32Builder,
-    gid: Int32Builder,
+    pid: Int64Builder,
+    uid: Int64Builder,
+    gid: Int64Builder,
     comm: StringBuilder,
     exe: StringBuilder,
     boot_id: StringBuilder,
     machine_id: StringBuilder,
     transport: StringBuilder,
-    monotonic_usec: UInt64Builder,
+    monotonic_usec: Int64Builder,
     source_timestamp: TimestampMicrosecondBuilder,
     host_dir: StringBuilder,
     /// The directory of entries without `_HOSTNAME`: this machine's.
@@ -388,18 +412,18 @@ impl Batch {
             cursor: StringBuilder::new(),
             fields: StringBuilder::new(),
             message: StringBuilder::new(),
-            priority: UInt8Builder::new(),
+            priority: Int32Builder::new(),
             syslog_identifier: StringBuilder::new(),
             systemd_unit: StringBuilder::new(),
-            pid: Int32Builder::new(),
-            uid: Int32Builder::new(),
-            gid: Int32Builder::new(),
+            pid: Int64Builder::new(),
+            uid: Int64Builder::new(),
+            gid: Int64Builder::new(),
             comm: StringBuilder::new(),
             exe: StringBuilder::new(),
             boot_id: StringBuilder::new(),
             machine_id: StringBuilder::new(),
             transport: StringBuilder::new(),
-            monotonic_usec: UInt64Builder::new(),
+            monotonic_usec: Int64Builder::new(),
             source_timestamp: TimestampMicrosecondBuilder::new(),
             host_dir: StringBuilder::new(),
             local_host_dir,
@@ -454,9 +478,9 @@ impl Batch {
         let priority = as_number::<u8>(first[PRIORITY]);
         let syslog_identifier = text(SYSLOG_IDENTIFIER);
         let systemd_unit = text(SYSTEMD_UNIT);
-        let pid = as_number::<i32>(first[PID]);
-        let uid = as_number::<i32>(first[UID]);
-        let gid = as_number::<i32>(first[GID]);
+        let pid = as_number::<i64>(first[PID]);
+        let uid = as_number::<i64>(first[UID]);
+        let gid = as_number::<i64>(first[GID]);
         let comm = text(COMM);
         let exe = text(EXE);
         let machine_id = text(MACHINE_ID);
@@ -511,7 +535,7 @@ impl Batch {
         self.cursor.append_value(meta.cursor);
         self.fields.append_value(&self.json);
         self.message.append_option(message);
-        self.priority.append_option(priority);
+        self.priority.append_option(priority.map(i32::from));
         self.syslog_identifier.append_option(syslog_identifier);
         self.systemd_unit.append_option(systemd_unit);
         self.pid.append_option(pid);
@@ -522,7 +546,8 @@ impl Batch {
         self.boot_id.append_value(&boot_hex);
         self.machine_id.append_option(machine_id);
         self.transport.append_option(transport);
-        self.monotonic_usec.append_value(meta.monotonic_usec);
+        self.monotonic_usec
+            .append_value(i64::try_from(meta.monotonic_usec).unwrap_or(i64::MAX));
         self.source_timestamp.append_option(source_timestamp);
         match first[HOSTNAME] {
             None => self.host_dir.append_value(&self.local_host_dir),
@@ -545,9 +570,8 @@ impl Batch {
             .map(|(name, ty, nullable)| {
                 let dt = match *ty {
                     "TIMESTAMP" => ts.clone(),
-                    "UTINYINT" => DataType::UInt8,
                     "INTEGER" => DataType::Int32,
-                    "UBIGINT" => DataType::UInt64,
+                    "BIGINT" => DataType::Int64,
                     _ => DataType::Utf8,
                 };
                 Field::new(*name, dt, *nullable)
@@ -680,6 +704,16 @@ mod tests {
             out,
             "{\"__REALTIME_TIMESTAMP\":\"18446744073709551615\",\"_BOOT_ID\":\"00\"}"
         );
+        // So is a monotonic time that BIGINT cannot hold.
+        let late = EntryMeta {
+            monotonic_usec: u64::MAX,
+            ..meta()
+        };
+        encode_json(&late, &id128_hex(&late.boot_id), &odd, &[], &mut out);
+        assert_eq!(
+            out,
+            "{\"__MONOTONIC_TIMESTAMP\":\"18446744073709551615\",\"_BOOT_ID\":\"00\"}"
+        );
     }
 
     /// Guards the size of `fields`: a promoted field is left out exactly when its column holds
@@ -698,11 +732,11 @@ mod tests {
             b"CODE_LINE=7",
         ]);
         let inexact = fields(&[
-            b"MESSAGE=\x1b[31mred", // UTF-8, but journalctl prints it as bytes
-            b"PRIORITY=06",         // not the number's own spelling
-            b"_PID=+12",            // not a number to the column
-            b"_UID=4294967294",     // out of INTEGER's range
-            b"_GID=1",              // repeated
+            b"MESSAGE=\x1b[31mred",       // UTF-8, but journalctl prints it as bytes
+            b"PRIORITY=06",               // not the number's own spelling
+            b"_PID=+12",                  // not a number to the column
+            b"_UID=18446744073709551616", // out of BIGINT's range
+            b"_GID=1",                    // repeated
             b"_GID=2",
             b"_HOSTNAME=\xff", // not UTF-8
             b"_SOURCE_REALTIME_TIMESTAMP=18446744073709551615",
@@ -755,14 +789,15 @@ mod tests {
         let rb = b.take();
         let col = |n: &str| rb.column(rb.schema().index_of(n).unwrap()).clone();
         use duckdb::arrow::array::{Array, AsArray};
-        use duckdb::arrow::datatypes::Int32Type;
+        use duckdb::arrow::datatypes::Int64Type;
         assert_eq!(col("message").as_string::<i32>().value(0), "first");
         assert!(col("priority").is_null(0));
         assert!(col("pid").is_null(0));
-        assert!(col("uid").is_null(0), "out of INTEGER range");
-        assert_eq!(col("gid").as_primitive::<Int32Type>().value(0), 7);
+        // Every uint32 fits (schema 3; schema 2's INTEGER made this one NULL).
+        assert_eq!(col("uid").as_primitive::<Int64Type>().value(0), 4294967294);
+        assert_eq!(col("gid").as_primitive::<Int64Type>().value(0), 7);
         assert!(col("hostname").is_null(0));
-        assert_eq!(col("host_dir").as_string::<i32>().value(0), "_%FF");
+        assert_eq!(col("host_dir").as_string::<i32>().value(0), "@%FF");
         assert_eq!(rb.num_rows(), 1);
         assert!(b.is_empty());
     }

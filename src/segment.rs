@@ -21,7 +21,12 @@ use crate::row::COLUMNS;
 /// Bumped when the tables change shape; an older file is upgraded or refused, never misread.
 /// 3: one file per segment, `segment_meta`; no commit numbers or restart points (a segment's
 /// start is its restart point).
-pub const SCHEMA_VERSION: i32 = 3;
+/// 4: the column types of Parquet file schema 3 (`row::COLUMNS`). A version-3 segment is still
+/// read (jp-flush casts every column it exports); the collector seals one instead of writing
+/// rows of the new types into it.
+pub const SCHEMA_VERSION: i32 = 4;
+/// The oldest segment version this build reads.
+const OLDEST_READABLE_VERSION: i32 = 3;
 
 /// What the collector commits beside each batch of rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +41,7 @@ pub struct CollectorState {
 pub struct Segment {
     conn: Connection,
     path: PathBuf,
+    version: i32,
 }
 
 /// True when DuckDB refused the file because another process holds it.
@@ -123,6 +129,7 @@ impl Segment {
         let segment = Segment {
             conn,
             path: path.to_path_buf(),
+            version: SCHEMA_VERSION,
         };
         let (cursor, at_head) = start.columns();
         segment
@@ -151,12 +158,7 @@ impl Segment {
             .with_context(|| format!("failed to configure DuckDB for {}", path.display()))?;
         let conn = Connection::open_with_flags(path, config)
             .with_context(|| format!("failed to open the segment {}", path.display()))?;
-        let segment = Segment {
-            conn,
-            path: path.to_path_buf(),
-        };
-        let version: Option<i32> = segment
-            .conn
+        let version: Option<i32> = conn
             .query_row("SELECT max(schema_version) FROM segment_meta", [], |r| {
                 r.get(0)
             })
@@ -164,7 +166,11 @@ impl Segment {
             .map(Option::flatten)
             .with_context(|| format!("failed to read the schema of {}", path.display()))?;
         match version {
-            Some(SCHEMA_VERSION) => Ok(segment),
+            Some(v) if (OLDEST_READABLE_VERSION..=SCHEMA_VERSION).contains(&v) => Ok(Segment {
+                conn,
+                path: path.to_path_buf(),
+                version: v,
+            }),
             other => bail!(
                 "{}: schema version {other:?} is not the {SCHEMA_VERSION} this build knows; \
                  flush it with the version that wrote it",
@@ -205,6 +211,11 @@ impl Segment {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether its tables have this build's column types (rows can be appended to it).
+    pub fn is_current(&self) -> bool {
+        self.version == SCHEMA_VERSION
     }
 
     /// The collector's committed state.

@@ -61,12 +61,26 @@ pub fn find_open_segment(settings: &Settings, buffer: &Buffer) -> Result<Found> 
         .flatten()
         .and_then(|s| s.restart);
     buffer.adopt_legacy(&settings.legacy_buffer_path(), restart.clone())?;
-    let Some(&last) = buffer.segments()?.last() else {
+    let Some(&(mut last)) = buffer.segments()?.last() else {
         return Ok(Found::Nothing {
             next: 1,
             read_again_from: None,
         });
     };
+    // A segment of an earlier version (before an upgrade) holds rows of the old column types:
+    // it is sealed as it is, for jp-flush, and the collector goes on in a new one.
+    let older = Segment::open(&buffer.segment_path(last), buffer.memory_limit())
+        .map(|s| !s.is_current())
+        .unwrap_or(false);
+    if older {
+        if let Some(next) = buffer.seal_without_collector()? {
+            log::info!(
+                "sealed {} (written by an earlier version) and went on in a new segment",
+                buffer.segment_path(last).display()
+            );
+            last = next;
+        }
+    }
     let path = buffer.segment_path(last);
     let opened = Segment::open_waiting(
         &path,
