@@ -9,3 +9,5 @@ fi
 export JP_TEST_PYTHON="${JP_TEST_PYTHON:-${XDG_CACHE_HOME:-$HOME/.cache}/journal-parquet/venv/bin/python}"
 # The Debian 12 root filesystems the package tests boot with systemd-nspawn (made by setup.sh).
 export JP_E2E_CACHE="${JP_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/journal-parquet/e2e}"
+# Tools the tests run that are built from crates.io (s3s-fs), once per machine.
+export JP_TOOLS="${JP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/journal-parquet/tools}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing journal-parquet need on Debian 12, and starts a
-# journald when none runs; with --for-tests, also pyarrow and Polars for the tests. Idempotent: a second run installs nothing and starts nothing.
+# journald when none runs; with --for-tests, also what the tests use: the readers from PyPI, Java
+# for Spark, rclone, an S3 server, promtool, the guests. Idempotent: a second run installs nothing and starts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -69,10 +70,27 @@ if [[ ${1:-} == --for-tests ]] && ! command -v promtool >/dev/null; then
   install_missing prometheus prometheus-node-exporter
 fi
 
-# pyarrow and Polars from PyPI in a virtualenv of our own: the tests read every Parquet file
-# with them (readers that are not ours).
-if [[ ${1:-} == --for-tests ]] && ! "$JP_TEST_PYTHON" -c 'import pyarrow, polars' 2>/dev/null; then
-  echo "setup: installing pyarrow into $(dirname "$(dirname "$JP_TEST_PYTHON")")" >&2
-  python3 -m venv "$(dirname "$(dirname "$JP_TEST_PYTHON")")"
-  "$JP_TEST_PYTHON" -m pip install -q --disable-pip-version-check pyarrow polars
+# The readers that are not ours, from PyPI in a virtualenv of our own: pyarrow and Polars read
+# every Parquet file the tests write; DuckDB (and its CLI), DataFusion, chDB, Spark and pyiceberg
+# (with SQLAlchemy for its SQLite catalog) read the archive in the readers test. Pinned to the
+# versions the tests were written against: a new release must not turn CI red by itself.
+PYPI=(pyarrow==26.0.1 polars==2.1.0 duckdb==2.0.1 duckdb-cli==1.5.6 datafusion==55.0.0
+  chdb==4.4.0 pyspark==4.3.0 'pyiceberg[sql-sqlite]==0.12.0')
+venv=$(dirname "$(dirname "$JP_TEST_PYTHON")")
+if [[ ${1:-} == --for-tests ]] && ! "$JP_TEST_PYTHON" -m pip freeze 2>/dev/null | grep -qx 'pyspark==4.3.0'; then
+  echo "setup: installing ${PYPI[*]} into $venv" >&2
+  python3 -m venv "$venv"
+  "$JP_TEST_PYTHON" -m pip install -q --disable-pip-version-check "${PYPI[@]}"
+fi
+
+# Spark runs on Java 17; rclone is what the upload unit runs; s3s-fs is the S3 server the upload
+# test runs on loopback, built once per machine (0.14.1: later ones need a newer rustc than
+# Debian's machines here have) into its own directory, like cargo-deb.
+if [[ ${1:-} == --for-tests ]]; then
+  install_missing openjdk-17-jre-headless rclone
+  if [[ ! -x $JP_TOOLS/bin/s3s-fs ]]; then
+    echo "setup: building s3s-fs 0.14.1 into $JP_TOOLS" >&2
+    cargo install --quiet --locked --version 0.14.1 --features binary s3s-fs --root "$JP_TOOLS" \
+      --target-dir "$(dirname "$CARGO_TARGET_DIR")/tools-target"
+  fi
 fi

@@ -60,8 +60,14 @@ impl TestDir {
     /// One of our binaries with this dir's state, data and config, plus `args`, and none of the
     /// systemd environment of whoever runs the tests.
     fn command(&self, binary: &str, args: &[&str]) -> Command {
+        self.command_with(binary, &[], args)
+    }
+
+    /// `command`, with the subcommand words `sub` before the directory flags.
+    fn command_with(&self, binary: &str, sub: &[&str], args: &[&str]) -> Command {
         let mut cmd = Command::new(binary);
-        cmd.arg("--state-dir")
+        cmd.args(sub)
+            .arg("--state-dir")
             .arg(self.state())
             .arg("--data-dir")
             .arg(self.data())
@@ -81,6 +87,11 @@ impl TestDir {
 
     pub fn flush(&self, args: &[&str]) -> Command {
         self.command(FLUSH, args)
+    }
+
+    /// `journal-parquet query` over this dir's archive.
+    pub fn query(&self, args: &[&str]) -> Command {
+        self.command_with(COLLECTOR, &["query"], args)
     }
 
     /// Journal files made by the project's generator in `NAME` under this dir; `args` are the
@@ -170,6 +181,12 @@ impl TestDir {
                 .collect()
         })
     }
+}
+
+/// The Python that has the readers that are not ours (scripts/setup.sh --for-tests installs
+/// them into a virtualenv, `$JP_TEST_PYTHON`).
+pub fn test_python() -> String {
+    std::env::var("JP_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 /// Runs a command to completion, with its output captured.
@@ -657,7 +674,7 @@ pub fn write_file(path: &Path, text: &str) {
 /// Every row of every Parquet file under `dir`, read with pyarrow (not our code): the columns
 /// plus `_file` (relative path) and `_schema`.
 pub fn parquet_rows(dir: &Path) -> Vec<serde_json::Value> {
-    let python = std::env::var("JP_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = test_python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/read_parquet_tree.py");
     let out = run(Command::new(&python).arg(script).arg(dir));
     assert!(

@@ -38,7 +38,7 @@ pub fn journal_cursors(dir: &Path) -> Vec<String> {
 
 /// The cursor of every row in the Parquet tree under `dir`, read with pyarrow.
 pub fn parquet_cursors(dir: &Path) -> Vec<String> {
-    let python = std::env::var("JP_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = test_python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/parquet_cursors.py");
     let out = run_ok(Command::new(&python).arg(script).arg(dir));
     String::from_utf8(out.stdout)
