@@ -21,8 +21,11 @@ done
 
 cargo build --release --locked --bins
 target=$CARGO_TARGET_DIR
+# The man pages and completions, from the clap definitions and the config reference.
+rm -rf "$target/release/docs"
+"$target/release/jp-gen-docs" "$target/release/docs"
 inputs=(Cargo.toml Cargo.lock README.md LICENSE units packaging "$target/release/journal-parquet"
-  "$target/release/jp-flush")
+  "$target/release/jp-flush" "$target/release/docs")
 # The inputs' content, not their mtimes: CI works on a fresh clone, where every file is new.
 digest=$(find "${inputs[@]}" -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)
 # True when PACKAGE exists and was built from these inputs (its .inputs stamp says so).
@@ -47,6 +50,8 @@ if ! fresh "$rpm"; then
   for bin in journal-parquet jp-flush; do
     strip -o "$staging/release/$bin" "$target/release/$bin"
   done
+  rm -rf "$staging/release/docs"
+  cp -r "$target/release/docs" "$staging/release/docs"
   cargo generate-rpm --target-dir "$staging" --output "$rpm"
   echo "$digest" >"$rpm.inputs"
 fi

@@ -8,6 +8,7 @@
 pub mod buffer;
 pub mod collector;
 pub mod config;
+pub mod docs;
 pub mod filter;
 pub mod flush;
 pub mod handoff;

@@ -8,3 +8,4 @@ mod harness;
 mod nspawn;
 mod packages;
 mod reliability;
+mod upload;

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 use crate::nspawn::{self, Guest};
 
-const UNITS: [&str; 3] = [
+const UNITS: [&str; 5] = [
     "journal-parquet.service",
     "jp-flush.service",
     "jp-flush.timer",
+    "jp-upload.service",
+    "jp-upload.timer",
 ];
 
 /// The template units (a journald namespace each), and the plain unit each one follows.
@@ -29,7 +31,7 @@ fn instance(unit: &str) -> String {
 }
 
 /// Every file both packages install, with its mode: the one list, as the tests expect it.
-const PACKAGE_FILES: [(&str, &str); 13] = [
+const PACKAGE_FILES: [(&str, &str); 25] = [
     ("/etc/journal-parquet/config.toml", "644"),
     ("/usr/bin/journal-parquet", "755"),
     ("/usr/bin/jp-flush", "755"),
@@ -43,9 +45,27 @@ const PACKAGE_FILES: [(&str, &str); 13] = [
     ("/usr/lib/systemd/system/journal-parquet@.service", "644"),
     ("/usr/lib/systemd/system/jp-flush@.service", "644"),
     ("/usr/lib/systemd/system/jp-flush@.timer", "644"),
+    ("/usr/lib/systemd/system/jp-upload.service", "644"),
+    ("/usr/lib/systemd/system/jp-upload.timer", "644"),
+    ("/usr/libexec/journal-parquet/jp-upload", "755"),
     ("/usr/lib/sysusers.d/journal-parquet.conf", "644"),
     ("/usr/share/doc/journal-parquet/LICENSE", "644"),
     ("/usr/share/doc/journal-parquet/README.md", "644"),
+    ("/usr/share/doc/journal-parquet/upload.env.example", "644"),
+    ("/usr/share/man/man8/journal-parquet.8", "644"),
+    ("/usr/share/man/man8/journal-parquet-query.8", "644"),
+    ("/usr/share/man/man8/jp-flush.8", "644"),
+    ("/usr/share/man/man5/journal-parquet.conf.5", "644"),
+    (
+        "/usr/share/bash-completion/completions/journal-parquet",
+        "644",
+    ),
+    ("/usr/share/bash-completion/completions/jp-flush", "644"),
+    (
+        "/usr/share/fish/vendor_completions.d/journal-parquet.fish",
+        "644",
+    ),
+    ("/usr/share/fish/vendor_completions.d/jp-flush.fish", "644"),
 ];
 
 fn manifest_dir() -> &'static Path {
@@ -107,7 +127,14 @@ fn units_pass_systemd_analyze_verify() {
         let text = std::fs::read_to_string(manifest_dir().join("units").join(unit)).unwrap();
         let text = text
             .replace("/usr/bin/journal-parquet", COLLECTOR)
-            .replace("/usr/bin/jp-flush", FLUSH);
+            .replace("/usr/bin/jp-flush", FLUSH)
+            .replace(
+                "/usr/libexec/journal-parquet/jp-upload",
+                &manifest_dir()
+                    .join("packaging/jp-upload")
+                    .display()
+                    .to_string(),
+            );
         write_file(&t.path().join(instance(unit)), &text);
     }
     let out = run(Command::new("systemd-analyze")
@@ -357,14 +384,27 @@ fn deb_holds_the_expected_files_and_scripts() {
         "/etc/journal-parquet/config.toml"
     );
     let postinst = control("postinst");
+    // cargo-deb's generated snippets (dh_installsystemd's and dh_installsysusers'), after ours.
     for needle in [
-        "systemd-sysusers journal-parquet.conf",
         "--check-config",
-        "deb-systemd-helper enable",
-        "deb-systemd-invoke $action",
+        "systemd-sysusers ${DPKG_ROOT:+--root=\"$DPKG_ROOT\"} journal-parquet.conf",
+        "deb-systemd-helper enable journal-parquet.service",
+        "deb-systemd-helper enable jp-flush.timer",
+        "deb-systemd-invoke $_dh_action journal-parquet.service jp-flush.timer",
     ] {
         assert!(postinst.contains(needle), "postinst lacks {needle}");
     }
+    // The service user is defined once, in the sysusers file; jp-upload.timer is never enabled
+    // by the package (it needs /etc/journal-parquet/upload.env).
+    assert!(
+        !postinst.contains("useradd"),
+        "a second definition of the user"
+    );
+    assert!(
+        postinst.contains("if deb-systemd-helper debian-installed jp-upload.timer"),
+        "jp-upload.timer is enabled only if the admin had enabled it: {postinst}"
+    );
+    assert!(!postinst.contains("#DEBHELPER#"));
     assert!(control("prerm").contains("deb-systemd-invoke stop"));
     assert!(control("postrm").contains("deb-systemd-helper purge"));
 }

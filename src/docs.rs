@@ -1,0 +1,270 @@
+//! Man pages and shell completions for the packages, generated from the clap definitions and
+//! from the config reference (`packaging/config.toml`, the file installed as
+//! /etc/journal-parquet/config.toml), so that neither can drift from what the programs accept.
+//! `jp-gen-docs DIR` writes them; scripts/package.sh runs it before building the packages.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use clap::CommandFactory;
+
+use crate::config::{CollectorArgs, FlushArgs};
+
+/// The config reference, every key with its comment and default.
+const CONFIG_REFERENCE: &str = include_str!("../packaging/config.toml");
+
+/// The exit statuses both programs document (see `exit_with`).
+const EXIT_STATUS: &[(&str, &str)] = &[
+    ("0", "Success."),
+    (
+        "1",
+        "Failure; the error is logged (journal-parquet query: printed on standard error).",
+    ),
+    (
+        "2",
+        "Usage error: an unknown flag, a bad flag value, or no SQL.",
+    ),
+    (
+        "75",
+        "The buffer could not be had in time (another jp-flush, or a collector that did not seal \
+         its segment within handoff_timeout_sec); the next run does the work.",
+    ),
+    (
+        "78",
+        "Bad configuration: the message names the file and the key (journal-parquet.conf(5)).",
+    ),
+];
+
+const FILES: &[(&str, &str)] = &[
+    (
+        "/etc/journal-parquet/config.toml",
+        "The configuration (journal-parquet.conf(5)).",
+    ),
+    (
+        "/var/lib/journal-parquet/data/HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet",
+        "The archive: one Parquet file per host and UTC minute.",
+    ),
+    (
+        "/var/lib/journal-parquet/data/journal.duckdb",
+        "The catalogue: the views journal and entries, for the DuckDB CLI.",
+    ),
+    (
+        "/var/lib/journal-parquet/buffer/",
+        "The buffer: entries read but not written to Parquet yet.",
+    ),
+    (
+        "/etc/journal-parquet/upload.env",
+        "Turns on jp-upload.timer, which copies new and rewritten minute files to object storage \
+         with rclone(1) (/usr/libexec/journal-parquet/jp-upload; an example is in \
+         /usr/share/doc/journal-parquet/upload.env.example).",
+    ),
+];
+
+const SEE_ALSO: &str = "journal-parquet(8), journal-parquet-query(8), jp-flush(8), \
+    journal-parquet.conf(5), journalctl(1), systemd.journal-fields(7), \
+    /usr/share/doc/journal-parquet/README.md";
+
+fn escape(text: &str) -> String {
+    // roff: a leading . or ' starts a request; \ starts an escape.
+    let text = text.replace('\\', "\\e");
+    if text.starts_with('.') || text.starts_with('\'') {
+        format!("\\&{text}")
+    } else {
+        text
+    }
+}
+
+fn section(out: &mut String, title: &str, items: &[(&str, &str)]) {
+    let _ = writeln!(out, ".SH \"{title}\"");
+    for (term, text) in items {
+        let _ = writeln!(out, ".TP\n\\fB{}\\fR\n{}", escape(term), escape(text));
+    }
+}
+
+/// A man page of a clap command, with the sections clap does not know.
+fn command_page(cmd: clap::Command, name: &'static str) -> Result<String> {
+    let man = clap_mangen::Man::new(cmd.name(name))
+        .title(name.to_uppercase())
+        .section("8")
+        .source(format!("journal-parquet {}", env!("CARGO_PKG_VERSION")))
+        .manual("System Administration");
+    let mut page = Vec::new();
+    man.render(&mut page)
+        .with_context(|| format!("failed to render the man page of {name}"))?;
+    let mut out = String::from_utf8(page).context("a man page is UTF-8")?;
+    section(&mut out, "EXIT STATUS", EXIT_STATUS);
+    section(&mut out, "FILES", FILES);
+    let _ = writeln!(out, ".SH \"SEE ALSO\"\n{}", escape(SEE_ALSO));
+    Ok(out)
+}
+
+/// One key of the config reference: its name, its default line, its comment.
+struct Key {
+    name: String,
+    default: String,
+    text: Vec<String>,
+}
+
+/// The reference's header comment, and its keys with their comments. A block is the comment
+/// lines above one or more `#key = value` lines.
+fn config_keys() -> (Vec<String>, Vec<Key>) {
+    let mut header = Vec::new();
+    let mut keys: Vec<Key> = Vec::new();
+    let mut comment: Vec<String> = Vec::new();
+    let mut in_header = true;
+    for line in CONFIG_REFERENCE.lines() {
+        let bare = line.trim_start_matches('#');
+        let is_key = line.starts_with('#')
+            && bare.split_once(" = ").is_some_and(|(k, _)| {
+                !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            });
+        if is_key {
+            let (name, _) = bare.split_once(" = ").unwrap_or_default();
+            keys.push(Key {
+                name: name.to_owned(),
+                default: bare.to_owned(),
+                text: std::mem::take(&mut comment),
+            });
+        } else if line.trim().is_empty() {
+            if in_header {
+                header.append(&mut comment);
+                in_header = false;
+            }
+            comment.clear();
+        } else if let Some(text) = line.strip_prefix('#') {
+            comment.push(text.strip_prefix(' ').unwrap_or(text).to_owned());
+        }
+    }
+    (header, keys)
+}
+
+/// Comment lines as roff text; an indented line (a command to type) on a line of its own.
+fn text_lines(out: &mut String, lines: &[String]) {
+    for line in lines {
+        if line.starts_with("    ") {
+            let _ = writeln!(out, ".RS\n.nf\n{}\n.fi\n.RE", escape(line.trim()));
+        } else {
+            let _ = writeln!(out, "{}", escape(line));
+        }
+    }
+}
+
+/// journal-parquet.conf(5), from the config reference.
+fn config_page() -> String {
+    let (header, keys) = config_keys();
+    let mut out = format!(
+        ".TH JOURNAL-PARQUET.CONF 5 \"\" \"journal-parquet {}\" \"File Formats\"\n\
+         .SH NAME\njournal-parquet.conf \\- configuration of journal-parquet and jp-flush\n\
+         .SH SYNOPSIS\n/etc/journal-parquet/config.toml\n.SH DESCRIPTION\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    text_lines(&mut out, header.get(1..).unwrap_or_default());
+    out.push_str(".SH KEYS\n");
+    for key in &keys {
+        let _ = writeln!(out, ".TP\n\\fB{}\\fR", escape(&key.default));
+        text_lines(&mut out, &key.text);
+    }
+    let _ = writeln!(out, ".SH \"SEE ALSO\"\n{}", escape(SEE_ALSO));
+    out
+}
+
+/// The names of the keys the config reference documents (for tests).
+pub fn documented_keys() -> Vec<String> {
+    config_keys().1.into_iter().map(|k| k.name).collect()
+}
+
+/// Writes `DIR/man/*.{5,8}` and `DIR/completions/{bash,fish}/*` (for both programs).
+pub fn write_all(dir: &Path) -> Result<()> {
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    for d in [&man, &completions] {
+        std::fs::create_dir_all(d).with_context(|| format!("failed to create {}", d.display()))?;
+    }
+    let collector = CollectorArgs::command();
+    let query = collector
+        .find_subcommand("query")
+        .cloned()
+        .context("journal-parquet has a query subcommand")?;
+    let pages = [
+        (
+            "journal-parquet.8",
+            command_page(collector, "journal-parquet")?,
+        ),
+        (
+            "journal-parquet-query.8",
+            command_page(query, "journal-parquet-query")?,
+        ),
+        (
+            "jp-flush.8",
+            command_page(FlushArgs::command(), "jp-flush")?,
+        ),
+        ("journal-parquet.conf.5", config_page()),
+    ];
+    for (name, text) in pages {
+        let path = man.join(name);
+        std::fs::write(&path, text)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    for (name, mut cmd) in [
+        ("journal-parquet", CollectorArgs::command()),
+        ("jp-flush", FlushArgs::command()),
+    ] {
+        for (shell, file) in [
+            (clap_complete::Shell::Bash, format!("bash/{name}")),
+            (clap_complete::Shell::Fish, format!("fish/{name}.fish")),
+        ] {
+            let path = completions.join(file);
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut cmd, name, &mut text);
+            std::fs::create_dir_all(path.parent().unwrap_or(&completions))
+                .and_then(|()| std::fs::write(&path, text))
+                .with_context(|| format!("failed to write {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards "generated from the definitions": every flag of every program, and every key of
+    /// the config reference, is in its man page.
+    #[test]
+    fn man_pages_hold_every_flag_and_every_config_key() {
+        let dir = tempfile::tempdir().unwrap();
+        write_all(dir.path()).unwrap();
+        let page = |name: &str| std::fs::read_to_string(dir.path().join("man").join(name)).unwrap();
+        let collector = CollectorArgs::command();
+        let query = collector.find_subcommand("query").unwrap().clone();
+        for (cmd, name) in [
+            (collector, "journal-parquet.8"),
+            (query, "journal-parquet-query.8"),
+            (FlushArgs::command(), "jp-flush.8"),
+        ] {
+            let text = page(name);
+            for arg in cmd.get_arguments() {
+                if let Some(long) = arg.get_long() {
+                    assert!(
+                        text.contains(&format!("\\-\\-{}", long.replace('-', "\\-"))),
+                        "{name} lacks --{long}"
+                    );
+                }
+            }
+            assert!(text.contains("EXIT STATUS"), "{name}");
+        }
+        let conf = page("journal-parquet.conf.5");
+        let keys = documented_keys();
+        assert!(keys.len() >= 25, "{keys:?}");
+        for key in keys {
+            assert!(
+                conf.contains(&format!("\\fB{}", escape(&key))),
+                "conf(5) lacks {key}"
+            );
+        }
+        let bash =
+            std::fs::read_to_string(dir.path().join("completions/bash/journal-parquet")).unwrap();
+        assert!(bash.contains("--include-unit") && bash.contains("query"));
+    }
+}
