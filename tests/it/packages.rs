@@ -370,6 +370,7 @@ fn deb_holds_the_expected_files_and_scripts() {
         "libc6 (>= 2.34), libgcc-s1, libstdc++6 (>= 12), libsystemd0"
     );
     assert_eq!(field("Recommends"), "systemd");
+    assert_eq!(field("Suggests"), "rclone");
     let t = TestDir::new();
     run_ok(
         Command::new("dpkg-deb")
@@ -508,6 +509,11 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
     guest.ok("dpkg -i /root/journal-parquet.deb");
     guest.ok("systemctl enable --now journal-parquet.service");
     assert_enabled_and_active(&guest);
+    // The upload is installed but off: it needs /etc/journal-parquet/upload.env first.
+    assert_eq!(
+        stdout(&guest.sh("systemctl is-enabled jp-upload.timer")).trim(),
+        "disabled"
+    );
 
     // Markers written every 10 ms by a background loop while the collector is restarted: some
     // land while it is stopped, some while it starts.
@@ -729,6 +735,14 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
         !failed.contains("journal-parquet") && !failed.contains("jp-flush"),
         "{failed}"
     );
+    // jp-flush wrote the catalogue under its sandbox, and an admin's `journal-parquet query`
+    // finds the packaged archive without being told where it is.
+    guest.ok("test -s /var/lib/journal-parquet/data/journal.duckdb");
+    let counted = guest.ok(&format!(
+        "journal-parquet query --format csv \
+         \"SELECT count(*) AS n FROM journal WHERE message LIKE '{run_id}-%'\""
+    ));
+    assert_eq!(counted, format!("n\n{markers}\n"), "{counted}");
 
     // Purge: nothing of ours left enabled or running; the archive stays.
     guest.ok("dpkg --purge journal-parquet");
