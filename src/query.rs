@@ -162,18 +162,19 @@ impl SqlSource {
 }
 
 /// The settings of a query: as the binaries resolve them, except that outside the service the
-/// packaged state directory is the default (when it exists).
+/// packaged state directory (and its data/) is the default, when it exists.
 fn settings(args: &QueryArgs) -> Result<Settings> {
     let mut common = args.common.clone();
     let packaged = Path::new(PACKAGED_STATE_DIR);
-    if common.state_dir.is_none()
-        && std::env::var_os("STATE_DIRECTORY").is_none()
-        && packaged.is_dir()
-    {
-        let from_file = Settings::resolve(&common)?;
-        // Only where neither the flags nor the config file said otherwise.
-        if from_file.state_dir == Path::new("state") {
+    if std::env::var_os("STATE_DIRECTORY").is_none() && packaged.is_dir() {
+        // Only what neither the flags nor the config file set: those resolve to the
+        // working-directory defaults.
+        let resolved = Settings::resolve(&common)?;
+        if resolved.state_dir == Path::new("state") {
             common.state_dir = Some(packaged.to_path_buf());
+        }
+        if resolved.data_dir == Path::new("data") {
+            common.data_dir = Some(packaged.join("data"));
         }
     }
     Settings::resolve(&common)
