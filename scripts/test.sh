@@ -5,10 +5,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-scripts/setup.sh --for-tests
+scripts/setup.sh
+# What only the tests need (the readers from PyPI, Java, rclone, s3s-fs, the guests) is mostly
+# downloads: it is fetched while DuckDB compiles (a cold run), and waited for before the tests.
+# On exit it is waited for, never killed: it may be inside apt.
+mkdir -p "$CARGO_TARGET_DIR"
+setup_log="$CARGO_TARGET_DIR/setup-for-tests.log"
+scripts/setup.sh --for-tests >"$setup_log" 2>&1 &
+setup_pid=$!
+trap 'wait "$setup_pid" 2>/dev/null || true' EXIT
 cargo fmt --check
 cargo clippy --release --locked --all-targets -- -D warnings
 scripts/package.sh
+if ! wait "$setup_pid"; then
+  cat "$setup_log" >&2
+  echo "test: scripts/setup.sh --for-tests failed (above)" >&2
+  exit 1
+fi
+cat "$setup_log" >&2
 skipped="$CARGO_TARGET_DIR/skipped-tests.txt"
 rm -f "$skipped"
 status=0
