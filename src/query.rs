@@ -15,7 +15,7 @@ use duckdb::{AccessMode, Config, Connection};
 use crate::config::{QueryArgs, QueryFormat, Settings, Usage};
 use crate::handoff::{self, Lease};
 use crate::layout::{host_dir, minute_file, MINUTE_USEC};
-use crate::views::{create_views, journal_select, quote, typed_columns, Files};
+use crate::views::{arrange, create_views, journal_select, quote, typed_columns, Files};
 
 /// Where the packaged service keeps its state (`StateDirectory=journal-parquet`): an operator's
 /// shell has no `$STATE_DIRECTORY`, and `./state` would be the wrong archive.
@@ -262,16 +262,18 @@ pub fn run(args: &QueryArgs) -> Result<()> {
     };
     let mut files = files;
     loop {
-        let mut journal = journal_select(&Files::List(&files));
-        if let Some(filter) = scope.row_filter() {
-            journal = format!("SELECT * FROM ({journal}) WHERE {filter}");
-        }
-        if let Some((_lease, buffered)) = &live {
-            journal = format!("{journal} UNION ALL {buffered}");
-        }
-        let result = conn
-            .execute_batch(&create_views(&journal, true))
-            .map_err(sql_error)
+        let result = arrange(&conn, &mut files)
+            .and_then(|unify| {
+                let mut journal = journal_select(&Files::List(&files, unify));
+                if let Some(filter) = scope.row_filter() {
+                    journal = format!("SELECT * FROM ({journal}) WHERE {filter}");
+                }
+                if let Some((_lease, buffered)) = &live {
+                    journal = format!("{journal} UNION ALL {buffered}");
+                }
+                conn.execute_batch(&create_views(&journal, true))
+                    .map_err(sql_error)
+            })
             .context("failed to set up the views journal and entries")
             .and_then(|()| match args.format {
                 QueryFormat::Table => print_table(&conn, &sql),

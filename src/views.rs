@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use duckdb::{AccessMode, Config, Connection};
+use duckdb::{AccessMode, Config, Connection, OptionalExt};
 
 use crate::row::{BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA, WHOLE_ENTRY_SQL};
 use crate::segment::is_lock_conflict;
@@ -37,10 +37,25 @@ pub fn minute_glob(data_dir: &Path) -> String {
 
 /// Where the rows of the `journal` view come from.
 pub enum Files<'a> {
-    /// Every minute file under DATA, found when the view is queried (the catalogue).
+    /// Every minute file under DATA, found when the view is queried (the catalogue). Its files
+    /// can be of any schema, in any order: DuckDB reads every footer first (`union_by_name`).
     Glob(&'a Path),
     /// These files (a query pruned by time and host); none gives an empty view.
-    List(&'a [PathBuf]),
+    List(&'a [PathBuf], Unify),
+}
+
+/// How DuckDB makes one set of columns of files whose types differ (schema 2 and 3 files have
+/// the same names with other types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unify {
+    /// The first file is of schema 3: DuckDB takes its column types and casts every other
+    /// file's to them as it reads it, one file open at a time. Schema 2's types all cast to
+    /// schema 3's.
+    FirstFileTypes,
+    /// DuckDB reads every file's footer before the query and unifies the types. Memory grows
+    /// with the number of files (measured: 2.0 GB for 43,200 files, against 0.4 GB the other
+    /// way), so only when no schema-3 file leads.
+    ByName,
 }
 
 /// The exported columns, each cast to its schema-3 type, as a select list over rows of any
@@ -54,12 +69,12 @@ pub fn typed_columns() -> String {
         .join(", ")
 }
 
-/// The `SELECT` of the `journal` view over `files`. `union_by_name`: files of schema 2 and 3 have
-/// the same names with other types; DuckDB reads each file's own and the casts give one type.
+/// The `SELECT` of the `journal` view over `files`; the casts give every column its schema-3
+/// type whatever the files' own.
 pub fn journal_select(files: &Files) -> String {
-    let source = match files {
-        Files::Glob(data_dir) => quote(&minute_glob(data_dir)),
-        Files::List([]) => {
+    let (source, unify) = match files {
+        Files::Glob(data_dir) => (quote(&minute_glob(data_dir)), Unify::ByName),
+        Files::List([], _) => {
             // No file: the same columns, no rows (read_parquet refuses an empty list).
             let nulls: Vec<String> = COLUMNS
                 .iter()
@@ -68,15 +83,55 @@ pub fn journal_select(files: &Files) -> String {
                 .collect();
             return format!("SELECT {} WHERE false", nulls.join(", "));
         }
-        Files::List(list) => {
+        Files::List(list, unify) => {
             let quoted: Vec<String> = list.iter().map(|p| quote(&p.to_string_lossy())).collect();
-            format!("[{}]", quoted.join(", "))
+            (format!("[{}]", quoted.join(", ")), *unify)
         }
     };
+    let by_name = match unify {
+        Unify::ByName => ", union_by_name = true",
+        Unify::FirstFileTypes => "",
+    };
     format!(
-        "SELECT {} FROM read_parquet({source}, union_by_name = true)",
+        "SELECT {} FROM read_parquet({source}{by_name})",
         typed_columns()
     )
+}
+
+/// Puts a file of the current schema first when there is one to find cheaply: the newest minute
+/// file is written by this version, unless nothing was flushed since an upgrade. Looks at that
+/// one file's key-value metadata only.
+pub fn arrange(conn: &Connection, files: &mut [PathBuf]) -> Result<Unify> {
+    let newest = files
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, p)| p.file_name().map(|n| n.to_owned()))
+        .map(|(i, _)| i);
+    let Some(newest) = newest else {
+        return Ok(Unify::ByName);
+    };
+    let path = files[newest].clone();
+    let schema: Option<String> = conn
+        .query_row(
+            &format!(
+                "SELECT decode(value) FROM parquet_kv_metadata({})
+                 WHERE decode(key) = 'journal_parquet_schema'",
+                quote(&path.to_string_lossy())
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| match e {
+            duckdb::Error::DuckDBFailure(_, Some(message)) => anyhow::anyhow!(message),
+            other => other.into(),
+        })?;
+    if schema.as_deref() == Some(&PARQUET_SCHEMA.to_string()) {
+        files.swap(0, newest);
+        Ok(Unify::FirstFileTypes)
+    } else {
+        Ok(Unify::ByName)
+    }
 }
 
 /// The `SELECT` of the `entries` view, over the `journal` view.

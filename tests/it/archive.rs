@@ -159,17 +159,58 @@ fn archives_mixing_schema_2_and_3_files_read_whole() {
         std::fs::remove_file(&old).unwrap();
     }
     let total = journalctl_json(&corpus).len().to_string();
+    // One schema-3 file holds a uid beyond INTEGER: read with schema 2's types it would fail.
+    let big = data.join(&files[1]);
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    db.execute_batch(&format!(
+        "COPY (SELECT * REPLACE (4294967294::BIGINT AS uid) FROM read_parquet('{0}'))
+         TO '{0}.new' (FORMAT parquet, KV_METADATA {{journal_parquet_schema: '3'}})",
+        big.display()
+    ))
+    .unwrap();
+    std::fs::rename(big.with_extension("parquet.new"), &big).unwrap();
+    let big_rows: u64 = db
+        .query_row(
+            &format!("SELECT count(*) FROM read_parquet('{}')", big.display()),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
 
-    let out = run_ok(&mut t.query(&[
-        "--format",
-        "csv",
-        "SELECT count(*) AS n, count(DISTINCT cursor) AS d, typeof(any_value(uid)) AS t \
-         FROM journal",
-    ]));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!("n,d,t\n{total},{total},BIGINT\n")
-    );
+    // Whichever schema the newest file has (it decides how DuckDB unifies the types).
+    let newest = data.join(files.iter().max_by_key(|f| f.rsplit('/').next()).unwrap());
+    for round in 0..2 {
+        let out = run_ok(&mut t.query(&[
+            "--format",
+            "csv",
+            "SELECT count(*) AS n, count(DISTINCT cursor) AS d, typeof(any_value(uid)) AS t, \
+             count(*) FILTER (uid = 4294967294) AS big FROM journal",
+        ]));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("n,d,t,big\n{total},{total},BIGINT,{big_rows}\n"),
+            "round {round}"
+        );
+        // The other schema for the newest file.
+        let old = newest.with_extension("old");
+        std::fs::rename(&newest, &old).unwrap();
+        if round == 0 && files.iter().step_by(2).any(|f| data.join(f) == newest) {
+            db.execute_batch(&format!(
+                "COPY (SELECT * REPLACE (
+                     CAST(fields AS VARCHAR) AS fields, CAST(priority AS INTEGER) AS priority,
+                     CAST(pid AS BIGINT) AS pid, CAST(uid AS BIGINT) AS uid,
+                     CAST(gid AS BIGINT) AS gid, CAST(monotonic_usec AS BIGINT) AS monotonic_usec)
+                   FROM read_parquet('{}')) TO '{}'
+                 (FORMAT parquet, KV_METADATA {{journal_parquet_schema: '3'}})",
+                old.display(),
+                newest.display()
+            ))
+            .unwrap();
+        } else {
+            as_schema_2(&old, &newest);
+        }
+        std::fs::remove_file(&old).unwrap();
+    }
     let script = r#"
 import sys, glob, duckdb, pyarrow.dataset as ds, pyarrow.parquet as pq
 data = sys.argv[1]
