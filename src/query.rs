@@ -15,7 +15,7 @@ use duckdb::{AccessMode, Config, Connection};
 use crate::config::{QueryArgs, QueryFormat, Settings, Usage};
 use crate::handoff::{self, Lease};
 use crate::layout::{host_dir, minute_file, MINUTE_USEC};
-use crate::views::{arrange, create_views, journal_select, quote, typed_columns, Files};
+use crate::views::{arrange, create_views, journal_select, quote, sql_error, typed_columns, Files};
 
 /// Where the packaged service keeps its state (`StateDirectory=journal-parquet`): an operator's
 /// shell has no `$STATE_DIRECTORY`, and `./state` would be the wrong archive.
@@ -300,15 +300,6 @@ pub fn run(args: &QueryArgs) -> Result<()> {
             }
             None => return Err(e.context(format!("the query failed ({})", source.describe()))),
         }
-    }
-}
-
-/// DuckDB's own message (it names the SQL position: `LINE 1: …` and a caret), without the
-/// binding's "Error code 1: Unknown error code".
-fn sql_error(e: duckdb::Error) -> anyhow::Error {
-    match e {
-        duckdb::Error::DuckDBFailure(_, Some(message)) => anyhow::anyhow!(message),
-        other => other.into(),
     }
 }
 

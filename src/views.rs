@@ -98,6 +98,15 @@ pub fn journal_select(files: &Files) -> String {
     )
 }
 
+/// DuckDB's own message (it names the file, or the SQL position: `LINE 1: …` and a caret),
+/// without the binding's "Error code 1: Unknown error code".
+pub fn sql_error(e: duckdb::Error) -> anyhow::Error {
+    match e {
+        duckdb::Error::DuckDBFailure(_, Some(message)) => anyhow::anyhow!(message),
+        other => other.into(),
+    }
+}
+
 /// Puts a file of the current schema first when there is one to find cheaply: the newest minute
 /// file is written by this version, unless nothing was flushed since an upgrade. Looks at that
 /// one file's key-value metadata only.
@@ -122,10 +131,7 @@ pub fn arrange(conn: &Connection, files: &mut [PathBuf]) -> Result<Unify> {
             |r| r.get(0),
         )
         .optional()
-        .map_err(|e| match e {
-            duckdb::Error::DuckDBFailure(_, Some(message)) => anyhow::anyhow!(message),
-            other => other.into(),
-        })?;
+        .map_err(sql_error)?;
     if schema.as_deref() == Some(&PARQUET_SCHEMA.to_string()) {
         files.swap(0, newest);
         Ok(Unify::FirstFileTypes)
