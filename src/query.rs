@@ -43,7 +43,7 @@ impl Scope {
         (!terms.is_empty()).then(|| terms.join(" AND "))
     }
 
-    /// Whether the UTC day `y-m-d` (or month, year: the others None) can hold a wanted minute.
+    /// Whether `[first_usec, end_usec)` (a year, month, day or minute) overlaps the range.
     fn overlaps(&self, first_usec: i64, end_usec: i64) -> bool {
         self.since.is_none_or(|s| end_usec > s) && self.until.is_none_or(|u| first_usec < u)
     }
@@ -225,7 +225,7 @@ pub fn run(args: &QueryArgs) -> Result<()> {
             return Err(Usage("--until must be later than --since".into()).into());
         }
     }
-    let files = if settings.data_dir.exists() {
+    let mut files = if settings.data_dir.exists() {
         minute_files(&settings.data_dir, &scope)?
     } else if args.live {
         Vec::new()
@@ -244,6 +244,8 @@ pub fn run(args: &QueryArgs) -> Result<()> {
     // failing, and COPY writes the result there.
     let scratch =
         std::env::temp_dir().join(format!("journal-parquet-query-{}", std::process::id()));
+    // Left by an earlier query of the same process ID that was killed.
+    let _ = std::fs::remove_dir_all(&scratch);
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&scratch)
@@ -260,7 +262,6 @@ pub fn run(args: &QueryArgs) -> Result<()> {
         true => attach_buffer(&conn, &settings, &scope)?,
         false => None,
     };
-    let mut files = files;
     loop {
         let result = arrange(&conn, &mut files)
             .and_then(|unify| {
