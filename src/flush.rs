@@ -24,7 +24,7 @@ use crate::buffer::Buffer;
 use crate::config::{FlushArgs, Settings};
 use crate::handoff::{self, Lease};
 use crate::layout::{make_private_dir, minute_file, sync_dir, MINUTE_USEC};
-use crate::row::{BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA};
+use crate::row::{cast_columns, BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA};
 use crate::segment::{duckdb_config, is_damaged, read_collector_state, CollectorState};
 use crate::service;
 
@@ -175,11 +175,7 @@ impl Attached {
 
     fn create_views(&self) -> Result<()> {
         // Cast, because segments of two versions can be attached at once (see `segment`).
-        let columns: Vec<String> = COLUMNS
-            .iter()
-            .map(|(n, ty, _)| format!("CAST(\"{n}\" AS {ty}) AS \"{n}\""))
-            .collect();
-        let columns = columns.join(", ");
+        let columns = cast_columns(true);
         let sql = match (self.segments.first(), self.segments.last()) {
             (Some(_), Some(newest)) => {
                 let union: Vec<String> = self

@@ -15,7 +15,8 @@ use duckdb::{AccessMode, Config, Connection};
 use crate::config::{QueryArgs, QueryFormat, Settings, Usage};
 use crate::handoff::{self, Lease};
 use crate::layout::{host_dir, minute_file, MINUTE_USEC};
-use crate::views::{arrange, create_views, journal_select, quote, sql_error, typed_columns, Files};
+use crate::row::cast_columns;
+use crate::views::{arrange, create_views, journal_select, quote, sql_error, Files};
 
 /// Where the packaged service keeps its state (`StateDirectory=journal-parquet`): an operator's
 /// shell has no `$STATE_DIRECTORY`, and `./state` would be the wrong archive.
@@ -421,8 +422,8 @@ fn attach_buffer(
         ))
         .with_context(|| format!("failed to read the buffer's segment {}", path.display()))?;
         parts.push(format!(
-            "SELECT {}, host_dir FROM {alias}.journal_logs",
-            typed_columns()
+            "SELECT {} FROM {alias}.journal_logs",
+            cast_columns(true)
         ));
     }
     if parts.is_empty() {

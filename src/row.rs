@@ -50,11 +50,23 @@ pub const COLUMNS: &[(&str, &str, bool)] = &[
 
 /// The version of the Parquet files' schema, written into each file's key-value metadata as
 /// `journal_parquet_schema`. 2: `priority` UTINYINT, `pid`/`uid`/`gid` INTEGER, `monotonic_usec`
-/// UBIGINT, `fields` JSON; 3: the types above. Readers take both (`query::journal_view`).
+/// UBIGINT, `fields` JSON; 3: the types above. Readers take both (`views::journal_select`).
 pub const PARQUET_SCHEMA: u32 = 3;
 
 /// The buffer columns that are not written to Parquet.
 pub const BUFFER_ONLY_COLUMNS: &[&str] = &["host_dir"];
+
+/// The columns as a select list, each cast to its type above, so that rows of an earlier schema
+/// (a segment or a file of schema 2) come out in the current types. With `buffer_only`, the
+/// columns that are not exported too.
+pub fn cast_columns(buffer_only: bool) -> String {
+    COLUMNS
+        .iter()
+        .filter(|(name, _, _)| buffer_only || !BUFFER_ONLY_COLUMNS.contains(name))
+        .map(|(name, ty, _)| format!("CAST(\"{name}\" AS {ty}) AS \"{name}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A DuckDB expression of a `journal_logs` or Parquet row that gives the whole entry as
 /// `journalctl -o json --all` prints it: the columns that hold a field exactly, overlaid with

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use duckdb::{AccessMode, Config, Connection, OptionalExt};
 
-use crate::row::{BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA, WHOLE_ENTRY_SQL};
+use crate::row::{cast_columns, BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA, WHOLE_ENTRY_SQL};
 use crate::segment::is_lock_conflict;
 
 /// The catalogue's name under DATA.
@@ -58,17 +58,6 @@ pub enum Unify {
     ByName,
 }
 
-/// The exported columns, each cast to its schema-3 type, as a select list over rows of any
-/// schema.
-pub fn typed_columns() -> String {
-    COLUMNS
-        .iter()
-        .filter(|(name, _, _)| !BUFFER_ONLY_COLUMNS.contains(name))
-        .map(|(name, ty, _)| format!("CAST(\"{name}\" AS {ty}) AS \"{name}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The `SELECT` of the `journal` view over `files`; the casts give every column its schema-3
 /// type whatever the files' own.
 pub fn journal_select(files: &Files) -> String {
@@ -94,7 +83,7 @@ pub fn journal_select(files: &Files) -> String {
     };
     format!(
         "SELECT {} FROM read_parquet({source}{by_name})",
-        typed_columns()
+        cast_columns(false)
     )
 }
 
