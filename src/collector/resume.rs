@@ -67,12 +67,18 @@ pub fn find_open_segment(settings: &Settings, buffer: &Buffer) -> Result<Found> 
             read_again_from: None,
         });
     };
+    let open = |no: u64| {
+        Segment::open_waiting(
+            &buffer.segment_path(no),
+            buffer.memory_limit(),
+            Instant::now() + Duration::from_secs(60),
+        )
+    };
+    let mut opened = open(last);
     // A segment of an earlier version (before an upgrade) holds rows of the old column types:
     // it is sealed as it is, for jp-flush, and the collector goes on in a new one.
-    let older = Segment::open(&buffer.segment_path(last), buffer.memory_limit())
-        .map(|s| !s.is_current())
-        .unwrap_or(false);
-    if older {
+    if opened.as_ref().is_ok_and(|s| !s.is_current()) {
+        drop(opened);
         if let Some(next) = buffer.seal_without_collector()? {
             log::info!(
                 "sealed {} (written by an earlier version) and went on in a new segment",
@@ -80,14 +86,9 @@ pub fn find_open_segment(settings: &Settings, buffer: &Buffer) -> Result<Found> 
             );
             last = next;
         }
+        opened = open(last);
     }
-    let path = buffer.segment_path(last);
-    let opened = Segment::open_waiting(
-        &path,
-        buffer.memory_limit(),
-        Instant::now() + Duration::from_secs(60),
-    )
-    .and_then(Segment::for_collector);
+    let opened = opened.and_then(Segment::for_collector);
     match opened {
         Ok(segment) => {
             let state = segment.collector_state()?;
