@@ -141,14 +141,9 @@ fn as_schema_2(from: &Path, to: &Path) {
 #[test]
 fn archives_mixing_schema_2_and_3_files_read_whole() {
     let t = TestDir::new();
-    let corpus = t.corpus("corpus", "-n 2000 --hosts 2 --seed 21 --duration 4m");
-    t.backfill(&corpus);
-    run_ok(&mut t.flush(&["--all"]));
+    let corpus = t.archive("corpus", "-n 2000 --hosts 2 --seed 21 --duration 4m");
     let data = t.data();
-    let files: Vec<String> = tree_digest(&data)
-        .into_keys()
-        .filter(|f| f.ends_with(".parquet"))
-        .collect();
+    let files: Vec<String> = parquet_digest(&data).into_keys().collect();
     assert!(files.len() >= 4, "{files:?}");
     // Half of the files become schema 2, the rest stay schema 3; schema-2 files sort first.
     for f in files.iter().step_by(2) {
@@ -310,10 +305,8 @@ fn query_answers_in_every_format_from_argument_or_stdin() {
 #[test]
 fn query_opens_only_the_files_of_the_hosts_and_minutes_asked_for() {
     let t = TestDir::new();
-    let corpus = t.corpus("corpus", "-n 3000 --hosts 2 --seed 3 --duration 10m");
+    let corpus = t.archive("corpus", "-n 3000 --hosts 2 --seed 3 --duration 10m");
     let expected = journalctl_json(&corpus);
-    t.backfill(&corpus);
-    run_ok(&mut t.flush(&["--all"]));
     let data = t.data();
     let host = "web-01";
     let (since, until) = (
@@ -409,9 +402,7 @@ fn live_query_reads_the_buffer_without_stopping_the_collector() {
 #[test]
 fn catalogue_serves_the_duckdb_cli_and_never_blocks_jp_flush() {
     let t = TestDir::new();
-    let corpus = t.corpus("corpus", "-n 500 --hosts 2 --seed 6 --duration 2m");
-    t.backfill(&corpus);
-    run_ok(&mut t.flush(&["--all"]));
+    t.archive("corpus", "-n 500 --hosts 2 --seed 6 --duration 2m");
     let catalogue = t.data().join("journal.duckdb");
     let cli = PathBuf::from(test_python()).with_file_name("duckdb");
     let out = run_ok(Command::new(&cli).arg(&catalogue).args([

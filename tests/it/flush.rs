@@ -388,10 +388,7 @@ fn damaged_minute_file_is_set_aside_and_rewritten() {
     t.backfill(&corpus);
     run_ok(&mut t.flush(&[]));
     let data = t.data();
-    let files: Vec<String> = tree_digest(&data)
-        .into_keys()
-        .filter(|f| f.ends_with(".parquet"))
-        .collect();
+    let files: Vec<String> = parquet_digest(&data).into_keys().collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let file = data.join(&files[0]);
     std::fs::write(&file, b"PAR1 this is not a parquet file").unwrap();
@@ -672,9 +669,7 @@ fn retention_by_age_deletes_minutes_older_than_max_age() {
 #[test]
 fn retention_by_size_deletes_the_oldest_minutes_and_leaves_foreign_files() {
     let t = TestDir::new();
-    let corpus = t.corpus("corpus", "-n 6000 --hosts 2 --seed 62 --duration 30m");
-    t.backfill(&corpus);
-    run_ok(&mut t.flush(&["--all"]));
+    t.archive("corpus", "-n 6000 --hosts 2 --seed 62 --duration 30m");
     let full = minute_files(&t.data());
     let total: u64 = full.iter().map(|f| f.2).sum();
     let foreign = [
@@ -770,9 +765,7 @@ fn retention_keeps_minutes_that_still_have_rows_in_the_buffer() {
     let args = |seed: u32, n: u32| {
         format!("-n {n} --hosts 1 --seed {seed} --duration 10m --start {start}")
     };
-    let first = t.corpus("first", &args(64, 2000));
-    t.backfill(&first);
-    run_ok(&mut t.flush(&["--all"]));
+    t.archive("first", &args(64, 2000));
     let files = minute_files(&t.data());
     // Late entries of another source for the same minutes: the last of them is not complete
     // (the watermark stands in it), so its rows stay in the buffer after the next flush.

@@ -102,6 +102,15 @@ impl TestDir {
         dir
     }
 
+    /// A generated corpus (`corpus`) read into the buffer and flushed whole (`jp-flush --all`):
+    /// an archive to read. Returns the corpus.
+    pub fn archive(&self, name: &str, args: &str) -> PathBuf {
+        let corpus = self.corpus(name, args);
+        self.backfill(&corpus);
+        run_ok(&mut self.flush(&["--all"]));
+        corpus
+    }
+
     /// Reads every entry of the journal files in `dir` into the buffer (`--from-head --once`).
     pub fn backfill(&self, dir: &Path) {
         run_ok(&mut self.collector(&[
@@ -391,6 +400,24 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Starts `cmd`, a server on loopback `port` (`what` names it), with its output discarded, and
+/// waits until it accepts connections.
+pub fn start_listening(cmd: &mut Command, port: u16, what: &str) -> KillOnDrop {
+    let server = KillOnDrop(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}")),
+    );
+    eventually(
+        Duration::from_secs(20),
+        &format!("{what} to listen"),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+    server
 }
 
 /// Starts a collector with its stderr in `log` and waits until it says READY=1.
@@ -735,6 +762,14 @@ pub fn journal_file(path: &Path, entries: &[RawEntry]) {
         child.wait().unwrap().success(),
         "systemd-journal-remote failed"
     );
+}
+
+/// `tree_digest` of the Parquet files only (not the catalogue, nor files set aside).
+pub fn parquet_digest(dir: &Path) -> BTreeMap<String, String> {
+    tree_digest(dir)
+        .into_iter()
+        .filter(|(path, _)| path.ends_with(".parquet"))
+        .collect()
 }
 
 /// sha256 of every file under `dir`, by relative path: to compare trees byte for byte.

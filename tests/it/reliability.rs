@@ -1047,19 +1047,13 @@ fn sixteen_journal_remote_files_growing_at_once_are_read_to_their_end() {
 /// and waits until it accepts connections.
 fn start_remote(output: &str, split: &str) -> (KillOnDrop, u16) {
     let port = free_port();
-    let remote = KillOnDrop(
+    let remote = start_listening(
         Command::new("/lib/systemd/systemd-journal-remote")
             .arg(format!("--listen-http=127.0.0.1:{port}"))
             .arg(output)
-            .arg(split)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start systemd-journal-remote (Debian package systemd-journal-remote)"),
+            .arg(split),
+        port,
+        "systemd-journal-remote (Debian package systemd-journal-remote)",
     );
-    eventually(Duration::from_secs(20), "journal-remote to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
     (remote, port)
 }

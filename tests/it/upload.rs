@@ -25,20 +25,14 @@ impl S3 {
         let root = t.path().join("s3");
         std::fs::create_dir_all(root.join(BUCKET)).unwrap();
         let port = free_port();
-        let server = KillOnDrop(
+        let server = start_listening(
             Command::new(Path::new(&tools).join("bin/s3s-fs"))
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--access-key", "jp-test", "--secret-key", "jp-test-secret"])
-                .arg(&root)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start s3s-fs (scripts/setup.sh --for-tests builds it)"),
+                .arg(&root),
+            port,
+            "s3s-fs (scripts/setup.sh --for-tests builds it)",
         );
-        eventually(Duration::from_secs(20), "s3s-fs to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
         let config = t.path().join("rclone.conf");
         write_file(
             &config,
@@ -61,10 +55,7 @@ impl S3 {
         if !dir.exists() {
             return BTreeMap::new();
         }
-        tree_digest(&dir)
-            .into_iter()
-            .filter(|(k, _)| k.ends_with(".parquet"))
-            .collect()
+        parquet_digest(&dir)
     }
 }
 
@@ -83,25 +74,15 @@ fn upload(t: &TestDir, s3: &S3, flags: &str) -> Command {
     cmd
 }
 
-/// The minute files of the local tree, as `S3::objects` gives the bucket's.
-fn minute_files(t: &TestDir) -> BTreeMap<String, String> {
-    tree_digest(&t.data())
-        .into_iter()
-        .filter(|(k, _)| k.ends_with(".parquet"))
-        .collect()
-}
-
 /// Guards the upload: a run killed mid-way and run again leaves the bucket equal to the local
 /// tree byte for byte; a later run copies new and rewritten files, and a file deleted locally
 /// (retention) stays in the bucket.
 #[test]
 fn upload_killed_mid_run_then_run_again_leaves_the_bucket_equal_to_the_tree() {
     let t = TestDir::new();
-    let corpus = t.corpus("corpus", "-n 3000 --hosts 2 --seed 17 --duration 150m");
-    t.backfill(&corpus);
-    run_ok(&mut t.flush(&["--all"]));
+    t.archive("corpus", "-n 3000 --hosts 2 --seed 17 --duration 150m");
     std::fs::create_dir_all(t.state()).unwrap();
-    let local = minute_files(&t);
+    let local = parquet_digest(&t.data());
     assert!(local.len() > 250, "{} files", local.len());
     let s3 = S3::start(&t);
 
@@ -153,7 +134,7 @@ fn upload_killed_mid_run_then_run_again_leaves_the_bucket_equal_to_the_tree() {
     std::fs::copy(t.data().join(&source), t.data().join(new)).unwrap();
     let out = run(&mut upload(&t, &s3, ""));
     assert!(out.status.success(), "{}", stderr(&out));
-    let mut want = minute_files(&t);
+    let mut want = parquet_digest(&t.data());
     want.insert(deleted.clone(), local[&deleted].clone());
     assert_eq!(s3.objects(), want, "new and rewritten copied; deleted kept");
 }
