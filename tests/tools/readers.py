@@ -40,11 +40,9 @@ def sql_result(rows, per_host, message_hits, fields_hits):
     }
 
 
-def read_pyarrow(data, files, m, f):
+def arrow_answers(table, m, f):
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
-    table = ds.dataset(files, format="parquet").to_table()
     per_host = table.group_by("hostname").aggregate([([], "count_all")])
     return sql_result(
         table.num_rows,
@@ -52,6 +50,12 @@ def read_pyarrow(data, files, m, f):
         pc.sum(pc.match_substring(table["message"], m)).as_py() or 0,
         pc.sum(pc.match_substring(table["fields"], f)).as_py() or 0,
     )
+
+
+def read_pyarrow(data, files, m, f):
+    import pyarrow.dataset as ds
+
+    return arrow_answers(ds.dataset(files, format="parquet").to_table(), m, f)
 
 
 def read_polars(data, files, m, f):
@@ -138,27 +142,19 @@ def read_spark(data, files, m, f):
 
 
 def read_iceberg(data, files, m, f):
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from pyiceberg.catalog.sql import SqlCatalog
 
-    warehouse = tempfile.mkdtemp(prefix="jp-iceberg-")
-    catalog = SqlCatalog(
-        "jp",
-        uri=f"sqlite:///{warehouse}/catalog.db",
-        warehouse=f"file://{warehouse}",
-    )
-    catalog.create_namespace("archive")
-    table = catalog.create_table("archive.journal", schema=pq.read_schema(files[0]))
-    table.add_files(file_paths=files)
-    scanned = table.scan().to_arrow()
-    per_host = scanned.group_by("hostname").aggregate([([], "count_all")])
-    return sql_result(
-        scanned.num_rows,
-        zip(per_host["hostname"].to_pylist(), per_host["count_all"].to_pylist()),
-        pc.sum(pc.match_substring(scanned["message"], m)).as_py() or 0,
-        pc.sum(pc.match_substring(scanned["fields"], f)).as_py() or 0,
-    )
+    with tempfile.TemporaryDirectory(prefix="jp-iceberg-") as warehouse:
+        catalog = SqlCatalog(
+            "jp",
+            uri=f"sqlite:///{warehouse}/catalog.db",
+            warehouse=f"file://{warehouse}",
+        )
+        catalog.create_namespace("archive")
+        table = catalog.create_table("archive.journal", schema=pq.read_schema(files[0]))
+        table.add_files(file_paths=files)
+        return arrow_answers(table.scan().to_arrow(), m, f)
 
 
 READERS = {
