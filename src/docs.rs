@@ -31,6 +31,12 @@ const EXIT_STATUS: &[(&str, &str)] = &[
          its segment within handoff_timeout_sec); the next run does the work.",
     ),
     (
+        "77",
+        "Started as root on a state or data directory of another user, and that user could \
+         not be become (or state and data belong to two users): run it as the owner, e.g. \
+         sudo -u journal-parquet.",
+    ),
+    (
         "78",
         "Bad configuration: the message names the file and the key (journal-parquet.conf(5)).",
     ),

@@ -22,6 +22,7 @@ pub mod row;
 pub mod segment;
 pub mod service;
 pub mod streams;
+pub mod sys;
 pub mod views;
 
 use std::process::ExitCode;
@@ -37,8 +38,9 @@ pub fn journal_parquet_main(args: config::CollectorArgs) -> ExitCode {
 }
 
 /// Runs `body` and turns its error into the documented exit code, logging the whole error chain
-/// once: 1 failure, 75 the buffer could not be had in time, 78 bad configuration. (Usage errors
-/// exit 2 from argument parsing, before this runs.)
+/// once: 1 failure, 75 the buffer could not be had in time, 77 started as root where only the
+/// owner of the state may run (and it could not become that user), 78 bad configuration. (Usage
+/// errors exit 2 from argument parsing, before this runs.)
 pub fn exit_with(identifier: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     // The journal can hold secrets: nothing this tool creates (buffer, cursor, Parquet files,
     // directories) is readable by others.
@@ -48,14 +50,16 @@ pub fn exit_with(identifier: &str, body: impl FnOnce() -> anyhow::Result<()>) ->
         Err(err) => {
             let code = if err.downcast_ref::<handoff::Unavailable>().is_some() {
                 75
+            } else if err.downcast_ref::<sys::user::WrongUser>().is_some() {
+                77
             } else {
                 config::exit_code_for(&err)
             };
             if log::max_level() == log::LevelFilter::Off {
                 // Logging was never set up (the config was rejected): plain stderr.
-                eprintln!("{identifier}: error: {err:#}");
+                eprintln!("{identifier}: error: {}", sys::duckdb::chain_text(&err));
             } else {
-                log::error!("{err:#}");
+                log::error!("{}", sys::duckdb::chain_text(&err));
             }
             ExitCode::from(code)
         }
