@@ -249,7 +249,10 @@ pub fn acquire(state_dir: &Path, buffer: &Buffer, handoff_timeout: Duration) -> 
                         // The collector sets a damaged last segment aside when it starts; the
                         // sealed ones below it can be flushed meanwhile.
                         Err(e) if crate::segment::is_damaged(&e) => {
-                            log::warn!("{e:#}: left for the collector to replace");
+                            log::warn!(
+                                "{}: left for the collector to replace",
+                                crate::sys::duckdb::chain_text(&e)
+                            );
                             buffer.segments()?.last().copied()
                         }
                         other => other?,

@@ -17,8 +17,6 @@
 
 use std::path::{Path, PathBuf};
 
-use std::os::unix::fs::DirBuilderExt;
-
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
@@ -116,24 +114,13 @@ pub fn minute_file(data_dir: &Path, host_dir: &str, minute_usec: i64) -> PathBuf
         .join(t.format("%Y%m%d-%H%M.parquet").to_string())
 }
 
-/// Creates `dir` and its missing parents with mode 0750 (the journal can hold secrets).
-pub fn make_private_dir(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .with_context(|| format!("failed to create {}", dir.display()))
-}
+pub use crate::sys::files::{make_private_dir, sync_dir};
 
-/// Renames a damaged file to `NAME.damaged-UNIXTIME` beside it: kept for inspection, out of the
-/// way of a new file of the same name. Returns the new name.
+/// Renames a damaged file to `NAME.damaged-UNIXTIME` beside it, durably: kept for inspection,
+/// out of the way of a new file of the same name. Returns the new name.
 pub fn set_aside(path: &Path) -> Result<PathBuf> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let aside = PathBuf::from(format!("{}.damaged-{stamp}", path.display()));
-    std::fs::rename(path, &aside)
+    let aside = crate::sys::files::aside_name(path);
+    crate::sys::files::rename_durably(path, &aside)
         .with_context(|| format!("failed to set the damaged {} aside", path.display()))?;
     Ok(aside)
 }
@@ -153,13 +140,6 @@ pub fn try_lock(path: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>>
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
         Err((_, e)) => Err(e).with_context(|| format!("failed to lock {}", path.display())),
     }
-}
-
-/// Makes a rename or a new file in `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("failed to fsync the directory {}", dir.display()))
 }
 
 /// The machine's own host name, used for entries without `_HOSTNAME`.

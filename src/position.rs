@@ -6,8 +6,7 @@
 //! It is a mirror: the buffer's own copy, committed in the same transaction as the rows, wins.
 
 use std::fs;
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::ErrorKind;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -191,25 +190,7 @@ pub fn write_state_file(path: &Path, state: &SavedState) -> Result<()> {
     write_atomically(path, text.as_bytes(), 0o640)
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
-pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().context("a file name is needed")?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    result.with_context(|| format!("failed to write {}", path.display()))?;
-    crate::layout::sync_dir(dir)
-}
+pub use crate::sys::files::write_atomically;
 
 #[cfg(test)]
 mod tests {

@@ -272,7 +272,10 @@ impl Streams {
             match Journal::open_files(&self.source, &files) {
                 Ok(journal) => return Ok(Some((files, journal))),
                 Err(e) if attempt < 10 => {
-                    log::debug!("{e:#}: a file went away or is being made; listing again");
+                    log::debug!(
+                        "{}: a file went away or is being made; listing again",
+                        crate::sys::duckdb::chain_text(&e)
+                    );
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(5 * attempt));
                 }
@@ -430,7 +433,10 @@ impl Streams {
         let opened = match opened {
             Ok(o) => o,
             Err(e) => {
-                log::warn!("{e:#}: reading on from the files already open, trying again soon");
+                log::warn!(
+                    "{}: reading on from the files already open, trying again soon",
+                    crate::sys::duckdb::chain_text(&e)
+                );
                 self.streams[i].reopen_pending = false;
                 self.changed = true;
                 return Ok(true);

@@ -104,8 +104,9 @@ pub fn find_open_segment(settings: &Settings, buffer: &Buffer) -> Result<Found> 
             let start = buffer.start_of(last)?.or(restart);
             let aside = buffer.set_aside(last)?;
             log::error!(
-                "{e:#}: the segment is damaged; kept it as {} and reading again from its \
+                "{}: the segment is damaged; kept it as {} and reading again from its \
                  restart point",
+                crate::sys::duckdb::chain_text(&e),
                 aside.display()
             );
             Ok(Found::Nothing {
@@ -148,7 +149,8 @@ pub fn reconcile(stored: Option<&CollectorState>, state_file: &Path) -> Result<O
         }
         (Some(pos), Err(e)) => {
             log::warn!(
-                "{e:#}; the last segment's committed position wins, the state file is rewritten"
+                "{}; the last segment's committed position wins, the state file is rewritten",
+                crate::sys::duckdb::chain_text(&e)
             );
             Ok(Some(pos.clone()))
         }
