@@ -1,7 +1,10 @@
 //! Command lines, the TOML configuration file, and the settings both binaries run with.
 //!
 //! Precedence: command-line flag, then the config file, then the systemd environment
-//! (`$STATE_DIRECTORY`), then a default relative to the working directory. An unknown key or a bad
+//! (`$STATE_DIRECTORY`), then a default relative to the working directory. The data directory
+//! defaults to `STATE/data` whenever the state directory is given (flag, key or environment), as
+//! under the unit: `jp-flush --state-dir /var/lib/journal-parquet` run from /tmp must write the
+//! archive where the service does, not into /tmp/data. An unknown key or a bad
 //! value in the config file is an error naming the file and the key (exit 78, EX_CONFIG).
 
 use std::path::{Path, PathBuf};
@@ -95,7 +98,8 @@ pub struct CommonArgs {
     /// [default: $STATE_DIRECTORY, else ./state]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Where the Parquet tree is written [default: $STATE_DIRECTORY/data, else ./data]
+    /// Where the Parquet tree is written [default: STATE/data when the state directory is given
+    /// or $STATE_DIRECTORY is set, else ./data]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// TOML configuration file [default: /etc/journal-parquet/config.toml if it exists]
@@ -500,18 +504,21 @@ impl Settings {
                     .and_then(|s| s.split(':').next().map(PathBuf::from))
             })
             .filter(|p| !p.as_os_str().is_empty());
-        let state_dir = common
+        let given_state = common
             .state_dir
             .clone()
             .or(file.state_dir)
-            .or(systemd_state.clone())
-            .unwrap_or_else(|| PathBuf::from("state"));
+            .or(systemd_state);
         let data_dir = common
             .data_dir
             .clone()
             .or(file.data_dir)
-            .or(systemd_state.map(|s| s.join("data")))
+            .or(given_state.as_ref().map(|s| s.join("data")))
             .unwrap_or_else(|| PathBuf::from("data"));
+        let state_dir = given_state.unwrap_or_else(|| PathBuf::from("state"));
+        for (key, dir) in [("state_dir", &state_dir), ("data_dir", &data_dir)] {
+            check_dir_path(dir).map_err(|why| bad(key, &why))?;
+        }
         // A source given by a flag replaces the file's (a template unit's --namespace beats a
         // journal_directory set for the main instance); two in one place are an error.
         let (dir_given, ns_given) = match (directory, namespace) {
@@ -557,9 +564,16 @@ impl Settings {
         if !(1..=10_000_000).contains(&max_batch_entries) {
             return Err(bad("max_batch_entries", "must be between 1 and 10000000").into());
         }
+        // A batch becomes Arrow string columns with 32-bit offsets: the `fields` column of one
+        // batch holds every field of its entries and must stay below 2 GiB, with room for the
+        // JSON quoting that makes it larger than the fields read.
         let max_batch_mib = file.max_batch_mib.unwrap_or(24);
-        if !(1..=4096).contains(&max_batch_mib) {
-            return Err(bad("max_batch_mib", "must be between 1 and 4096").into());
+        if !(1..=MAX_BATCH_MIB).contains(&max_batch_mib) {
+            return Err(bad(
+                "max_batch_mib",
+                &format!("must be between 1 and {MAX_BATCH_MIB}"),
+            )
+            .into());
         }
         // Measured on a 1M-entry backfill: 256MB → 464 MiB peak RSS, 128MB → 367 MiB for 7% more
         // time; the rest is the batches in hand (two: one filling, one committing).
@@ -687,6 +701,29 @@ impl Settings {
     }
 }
 
+/// The largest `max_batch_mib`: see where it is checked.
+const MAX_BATCH_MIB: usize = 1024;
+
+/// A state or data directory must be a path DuckDB takes as it is: it reads every file name
+/// given to it as a glob (`[`, `]`, `*`, `?`, `{`, `}` would make every merge and query find
+/// nothing, or other files), and names are text to it (a path that is not UTF-8 cannot be
+/// named).
+fn check_dir_path(dir: &Path) -> Result<(), String> {
+    let Some(text) = dir.to_str() else {
+        return Err(format!(
+            "{} is not valid UTF-8: choose a directory whose name is",
+            dir.display()
+        ));
+    };
+    match text.chars().find(|c| "[]*?{}".contains(*c)) {
+        Some(c) => Err(format!(
+            "{text:?} contains {c:?}, which DuckDB reads as a glob pattern: choose a directory \
+             without [ ] * ? {{ }}"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A TOML basic string.
 fn toml_string(text: &str) -> String {
     toml::Value::String(text.to_owned()).to_string()
@@ -774,6 +811,53 @@ mod tests {
         let err = Settings::resolve(&common_with(&path)).unwrap_err();
         assert!(format!("{err:#}").contains("duckdb_memory_limit"));
         assert_eq!(exit_code_for(&err), 78);
+    }
+
+    /// Guards the data directory's default: STATE/data whenever the state directory is given,
+    /// by the flag or by the key, as under the unit.
+    #[test]
+    fn the_data_dir_follows_a_given_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
+        let mut common = common_with(&path);
+        common.state_dir = Some("/srv/jp".into());
+        let s = Settings::resolve(&common).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/srv/jp/data"));
+        std::fs::write(&path, "state_dir = \"/srv/key\"\n").unwrap();
+        let s = Settings::resolve(&common_with(&path)).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/srv/key/data"));
+    }
+
+    /// Guards paths DuckDB would read as globs, or could not name, and a batch size whose string
+    /// columns would pass 2 GiB: refused at configuration time, naming the key (exit 78).
+    #[test]
+    fn directories_duckdb_cannot_take_and_huge_batches_are_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        for (key, value) in [
+            ("data_dir", "/srv/archive[1]"),
+            ("state_dir", "/srv/*"),
+            ("data_dir", "/srv/a?b"),
+            ("data_dir", "/srv/{a,b}"),
+        ] {
+            std::fs::write(&path, format!("{key} = {value:?}\n")).unwrap();
+            let err = Settings::resolve(&common_with(&path)).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{err:#}");
+            assert_eq!(exit_code_for(&err), 78, "{key} = {value}");
+        }
+        std::fs::write(&path, "").unwrap();
+        let mut common = common_with(&path);
+        common.state_dir = Some(PathBuf::from(std::ffi::OsStr::from_bytes(b"/srv/\xff")));
+        let err = Settings::resolve(&common).unwrap_err();
+        assert!(format!("{err:#}").contains("UTF-8"), "{err:#}");
+        assert_eq!(exit_code_for(&err), 78);
+        for (mib, ok) in [(1024, true), (1025, false), (4096, false)] {
+            std::fs::write(&path, format!("max_batch_mib = {mib}\n")).unwrap();
+            let resolved = Settings::resolve(&common_with(&path));
+            assert_eq!(resolved.is_ok(), ok, "max_batch_mib = {mib}");
+        }
     }
 
     #[test]
