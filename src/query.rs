@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use duckdb::arrow::array::Array;
 use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
-use duckdb::{AccessMode, Config, Connection};
+use duckdb::{AccessMode, Connection};
 
 use crate::config::{QueryArgs, QueryFormat, Settings, Usage};
 use crate::handoff::{self, Lease};
@@ -186,6 +186,11 @@ pub fn run(args: &QueryArgs) -> Result<()> {
     if crate::config::check_only(&args.common, &settings) {
         return Ok(());
     }
+    crate::sys::user::become_owner(
+        &settings.state_dir,
+        &settings.data_dir,
+        "journal-parquet query",
+    )?;
     let (sql, source) = match args.sql.as_deref() {
         Some(text) if text != "-" => (text.to_owned(), SqlSource::Argument),
         _ => {
@@ -237,9 +242,7 @@ pub fn run(args: &QueryArgs) -> Result<()> {
         );
     };
 
-    let config = Config::default()
-        .enable_autoload_extension(false)?
-        .access_mode(AccessMode::ReadWrite)?;
+    let config = crate::sys::duckdb::base_config()?.access_mode(AccessMode::ReadWrite)?;
     let conn = Connection::open_in_memory_with_flags(config).context("failed to start DuckDB")?;
     // A private scratch directory: DuckDB spills there beyond the memory limit instead of
     // failing, and COPY writes the result there.
@@ -263,6 +266,7 @@ pub fn run(args: &QueryArgs) -> Result<()> {
         true => attach_buffer(&conn, &settings, &scope)?,
         false => None,
     };
+    lock_down(&conn, &settings, &scratch.0, live.is_some())?;
     loop {
         let result = arrange(&conn, &mut files)
             .and_then(|unify| {
@@ -282,15 +286,20 @@ pub fn run(args: &QueryArgs) -> Result<()> {
                 format => copy_out(&conn, &sql, format, &scratch.0),
             });
         let Err(e) = result else { return Ok(()) };
-        // A minute file that DuckDB cannot read (damaged after jp-flush wrote it, and not found
-        // by a merge yet) is left out, with a warning: the rest of the archive still answers.
-        // DuckDB names the file in quotes on the first line; later lines quote the SQL.
-        let text = format!("{e:#}");
+        // A minute file whose content DuckDB finds invalid (damaged after jp-flush wrote it, and
+        // not found by a merge yet) is left out, with a warning: the rest of the archive still
+        // answers. Any other failure (the disk, memory, open files) fails the query: an answer
+        // with files silently missing would look whole. DuckDB names the file in quotes on the
+        // first line; later lines quote the SQL.
+        let text = crate::sys::duckdb::chain_text(&e);
         let text = text.lines().next().unwrap_or_default();
         let damaged = files
             .iter()
             .position(|f| text.contains(&quote(&f.to_string_lossy())))
-            .filter(|_| !text.contains("Out of Memory") && !text.contains("Permission denied"));
+            .filter(|&i| {
+                crate::sys::duckdb::says_parquet_invalid(&e)
+                    && crate::sys::files::read_through(&files[i]).is_ok()
+            });
         match damaged {
             Some(i) => {
                 let file = files.remove(i);
@@ -303,6 +312,37 @@ pub fn run(args: &QueryArgs) -> Result<()> {
             None => return Err(e.context(format!("the query failed ({})", source.describe()))),
         }
     }
+}
+
+/// Once the views exist, the user's SQL may read the archive and nothing else: no other file
+/// (`read_text('/etc/shadow')` as root), no writes (`COPY … TO '/etc/…'`), no extensions, and no
+/// way to undo that (`lock_configuration`). The result goes through the scratch directory, and
+/// `--live` reads the sealed segments it attached.
+fn lock_down(conn: &Connection, settings: &Settings, scratch: &Path, live: bool) -> Result<()> {
+    let buffer = settings.buffer();
+    let mut dirs = vec![settings.data_dir.as_path(), scratch];
+    if live {
+        dirs.push(buffer.dir());
+    }
+    // Each as given (the views name files under it) and as resolved.
+    let mut allowed = Vec::new();
+    for d in dirs {
+        let resolved = std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
+        for p in [d.to_path_buf(), resolved] {
+            let text = quote(&format!("{}/", p.to_string_lossy().trim_end_matches('/')));
+            if !allowed.contains(&text) {
+                allowed.push(text);
+            }
+        }
+    }
+    conn.execute_batch(&format!(
+        "SET allowed_directories = [{}];
+         SET enable_external_access = false;
+         SET lock_configuration = true;",
+        allowed.join(", ")
+    ))
+    .map_err(crate::sys::duckdb::sql_error)
+    .context("failed to confine DuckDB to the archive")
 }
 
 struct RemoveOnDrop(PathBuf);
