@@ -168,7 +168,7 @@ impl Buffer {
         let aside = crate::layout::set_aside(&path)?;
         let wal = Self::wal(&path);
         if wal.exists() {
-            std::fs::rename(&wal, Self::wal(&aside))
+            crate::sys::files::rename_durably(&wal, &Self::wal(&aside))
                 .with_context(|| format!("failed to set the damaged {} aside", wal.display()))?;
         }
         Ok(aside)
@@ -176,17 +176,23 @@ impl Buffer {
 
     /// jp-flush found sealed segment `no` damaged and set it aside: asks the collector to read
     /// the journal again from where that segment started.
+    /// Asked before the segment is set aside: a run killed in between finds the segment damaged
+    /// again, and its `.start` already renamed (or, once the collector has read again and removed
+    /// the request, gone): there is nothing more to ask then.
     pub fn request_reread(&self, no: u64) -> Result<()> {
         let start = self.sidecar(no, "start");
         let reread = self.sidecar(no, "reread");
-        std::fs::rename(&start, &reread).with_context(|| {
-            format!(
-                "failed to rename {} to {}",
-                start.display(),
-                reread.display()
-            )
-        })?;
-        sync_dir(&self.dir)
+        match std::fs::rename(&start, &reread) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "failed to rename {} to {}",
+                    start.display(),
+                    reread.display()
+                )
+            }),
+        }
     }
 
     /// The positions to read again from (see `request_reread`), oldest segment first, with the
@@ -234,11 +240,14 @@ impl Buffer {
         };
         let segment = Segment::open(&self.segment_path(highest), &self.memory_limit)?;
         let state = segment.collector_state()?;
+        // A collector stopped in the middle of reading the journal again: the catch-up goes on
+        // in the new segment, which may repeat rows as well.
+        let reread = segment.reread()?;
         segment.close()?;
         let Some(state) = state else {
             return Ok(Some(highest));
         };
-        self.create(highest + 1, &state.position, &state, false)?;
+        self.create(highest + 1, &state.position, &state, reread)?;
         Ok(Some(highest + 1))
     }
 

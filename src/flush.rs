@@ -27,6 +27,8 @@ use crate::layout::{make_private_dir, minute_file, sync_dir, MINUTE_USEC};
 use crate::row::{cast_columns, BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA};
 use crate::segment::{duckdb_config, is_damaged, read_collector_state, CollectorState};
 use crate::service;
+use crate::sys::duckdb::{chain_text, quote};
+use crate::sys::fault;
 
 /// How many sealed segments are attached at once. Each attached DuckDB file keeps some blocks of
 /// its own in memory: hundreds of them (a backlog of failed flushes, a storm of killed ones) did
@@ -65,11 +67,6 @@ impl Report {
             (a, b) => a.or(b),
         };
     }
-}
-
-/// A SQL string literal.
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// The exported columns, each cast to its buffer type, so that every file has the same schema
@@ -153,11 +150,16 @@ impl Attached {
                 }),
                 Err(e) if is_damaged(&e) => {
                     let _ = conn.execute_batch(&format!("DETACH {alias}"));
-                    let aside = buffer.set_aside(no)?;
+                    // The request first: until the segment is out of the way, its rows are still
+                    // where the next run finds them, and a crash in between leaves a request
+                    // that a later run's (harmless) set-aside completes.
                     buffer.request_reread(no)?;
+                    fault::point("flush-damaged-segment-before-set-aside")?;
+                    let aside = buffer.set_aside(no)?;
                     log::error!(
-                        "{e:#}: the segment is damaged; kept it as {} and asked the collector to \
+                        "{}: the segment is damaged; kept it as {} and asked the collector to \
                          read its entries from the journal again",
+                        chain_text(&e),
                         aside.display()
                     );
                 }
@@ -387,10 +389,13 @@ enum Existing {
     Nothing,
     /// A Parquet file we can read whole: merged with the new rows.
     Readable,
-    /// A file whose content is damaged: set aside, with the rows of the row groups that could
-    /// still be read copied into the temp table named here (merged like a readable file).
+    /// A file whose content is damaged: the rows of the row groups that could still be read
+    /// are copied into the temp table named here (merged like a readable file), and the file is
+    /// set aside only once the minute that replaces it is durable.
     Damaged {
         salvaged: String,
+        kept: u64,
+        why: String,
     },
 }
 
@@ -451,7 +456,7 @@ fn export_minute(
             "SELECT {columns} FROM read_parquet({})",
             quote(&final_path.to_string_lossy())
         )),
-        Existing::Damaged { salvaged } => Some(format!("SELECT {columns} FROM {salvaged}")),
+        Existing::Damaged { salvaged, .. } => Some(format!("SELECT {columns} FROM {salvaged}")),
     };
     // Rows can repeat only where a file is merged again or a segment read the journal again:
     // only then does the minute pay for finding them.
@@ -483,8 +488,10 @@ fn export_minute(
         quote(&tmp.to_string_lossy()),
         settings.compression.sql()
     );
-    let written = conn.execute(&copy, []).map_err(anyhow::Error::from);
-    if let Existing::Damaged { salvaged } = &existing {
+    let written = fault::point("flush-minute-before-copy")
+        .map_err(anyhow::Error::from)
+        .and_then(|()| conn.execute(&copy, []).map_err(anyhow::Error::from));
+    if let Existing::Damaged { salvaged, .. } = &existing {
         let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS {salvaged}"));
     }
     if let Err(e) = written {
@@ -494,14 +501,33 @@ fn export_minute(
     let durable = (|| -> std::io::Result<()> {
         let f = File::open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(0o640))?;
-        f.sync_all()?;
-        fs::rename(&tmp, &final_path)
+        f.sync_all()
     })();
     if let Err(e) = durable {
         let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("failed to put {} in place", final_path.display()));
+        return Err(e).with_context(|| format!("failed to write {}", tmp.display()));
     }
+    // A damaged file is kept under another name (a second link to it) only now that its
+    // replacement is durable: until the rename below, the tree still holds it, and a crash
+    // leaves it for the next run to salvage again.
+    let aside = match &existing {
+        Existing::Damaged { .. } => Some(keep_aside(&final_path)?),
+        _ => None,
+    };
+    fault::point("flush-minute-before-rename")?;
+    fs::rename(&tmp, &final_path).with_context(|| {
+        let _ = fs::remove_file(&tmp);
+        format!("failed to put {} in place", final_path.display())
+    })?;
     sync_dir(dir)?;
+    if let (Existing::Damaged { kept, why, .. }, Some(aside)) = (&existing, aside) {
+        log::warn!(
+            "{} is damaged ({why}); kept it as {} and rewrote the minute from the buffer's rows \
+             and the {kept} rows of its readable row groups",
+            final_path.display(),
+            aside.display()
+        );
+    }
     // One DELETE a segment: a DuckDB transaction writes to one attached database at most.
     let mut rows = 0;
     for s in &sources {
@@ -522,53 +548,21 @@ fn export_minute(
     Ok((rows as u64, !matches!(existing, Existing::Nothing)))
 }
 
-/// Whether DuckDB's error says that a Parquet file's content is invalid, as opposed to a reason
-/// that lies outside the file (permissions, memory, open files, a full disk), which must never
-/// make us give the file up.
-fn is_invalid_parquet(err: &anyhow::Error) -> bool {
-    let text = format!("{err:#}");
-    let outside = [
-        "Permission denied",
-        "Out of Memory",
-        "Too many open files",
-        "No space left",
-    ];
-    if outside.iter().any(|n| text.contains(n)) {
-        return false;
-    }
-    [
-        "No magic bytes found",
-        "not a parquet file",
-        "Parquet file appears to be corrupt",
-        "Corrupt",
-        "corrupt",
-        "footer",
-        "decompress",
-        "Decompress",
-        "checksum",
-        "Thrift",
-        "thrift",
-        "Invalid Input Error",
-        "Invalid Error",
-        "Out of buffer",
-        "INTERNAL Error",
-    ]
-    .iter()
-    .any(|n| text.contains(n))
-}
-
-/// Looks at what stands at `path`. A file whose content is invalid is set aside under a name
-/// that says so (`….parquet.damaged-UNIXTIME`), after the rows of its readable row groups are
-/// copied out; any other failure to read it is an error, and the file and the rows stay for the
-/// next run.
+/// Looks at what stands at `path`. A file whose content DuckDB finds invalid has the rows of
+/// its readable row groups copied out (it is set aside once its replacement is durable); any
+/// other failure to read it (the disk, memory, permissions, open files) is an error, and the
+/// file and the rows stay for the next run.
 fn existing_file(conn: &Connection, path: &Path, template: &str) -> Result<Existing> {
-    match fs::metadata(path) {
+    match fs::symlink_metadata(path) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Nothing),
         Err(e) => return Err(e).with_context(|| format!("failed to look at {}", path.display())),
     }
-    // Opening it ourselves first: a permission or descriptor problem is told apart from damage.
-    File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    let left = "left as it is, with the buffer's rows, for the next run";
+    // Every byte read by us first: an error of the disk or the file system shows as what it is
+    // (EIO, ESTALE, EACCES, EISDIR), never as DuckDB's words about the content.
+    crate::sys::files::read_through(path)
+        .with_context(|| format!("failed to read {} ({left})", path.display()))?;
     let file = quote(&path.to_string_lossy());
     // Every value of every row: a count alone would read only the footer, and a damaged page
     // would then fail the merge below as if the cause were outside the file.
@@ -580,24 +574,35 @@ fn existing_file(conn: &Connection, path: &Path, template: &str) -> Result<Exist
     let Err(e) = probe else {
         return Ok(Existing::Readable);
     };
-    if !is_invalid_parquet(&e) {
-        return Err(e.context(format!(
-            "failed to read {} (left as it is, with the buffer's rows, for the next run)",
-            path.display()
-        )));
+    if !crate::sys::duckdb::says_parquet_invalid(&e) {
+        return Err(e.context(format!("failed to read {} ({left})", path.display())));
     }
     let salvaged = salvage(conn, path, template)?;
     let kept: u64 = conn.query_row(&format!("SELECT count(*) FROM {salvaged}"), [], |r| {
         r.get(0)
     })?;
-    let aside = crate::layout::set_aside(path)?;
-    log::warn!(
-        "{} is damaged ({e:#}); kept it as {} and rewrote the minute from the buffer's rows and \
-         the {kept} rows of its readable row groups",
-        path.display(),
-        aside.display()
-    );
-    Ok(Existing::Damaged { salvaged })
+    Ok(Existing::Damaged {
+        salvaged,
+        kept,
+        why: chain_text(&e),
+    })
+}
+
+/// A second name for the damaged file at `path`, `NAME.damaged-UNIXTIME`, made durable: the
+/// rename of its replacement then takes only the first name away.
+fn keep_aside(path: &Path) -> Result<std::path::PathBuf> {
+    let aside = crate::sys::files::aside_name(path);
+    match fs::hard_link(path, &aside) {
+        Ok(()) => {}
+        // A run killed after this step, in the same second: the same file, linked already.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("failed to set the damaged {} aside", path.display()))
+        }
+    }
+    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(aside)
 }
 
 /// Copies the rows of every row group of a damaged file that can still be read into a temp
@@ -611,16 +616,29 @@ fn salvage(conn: &Connection, path: &Path, template: &str) -> Result<String> {
     conn.execute_batch(&format!(
         "CREATE TEMP TABLE {table} AS SELECT {columns} FROM {template} LIMIT 0"
     ))?;
-    let groups: Vec<(i64, i64)> = conn
+    let groups = conn
         .prepare(&format!(
             "SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata({file})
              ORDER BY row_group_id"
         ))
         .and_then(|mut st| {
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<duckdb::Result<Vec<_>>>()
+                .collect::<duckdb::Result<Vec<(i64, i64)>>>()
         })
-        .unwrap_or_default();
+        .map_err(anyhow::Error::from);
+    let groups = match groups {
+        Ok(groups) => groups,
+        // A footer that does not decode: no row group can be found, and none is kept.
+        Err(e) if crate::sys::duckdb::says_parquet_invalid(&e) => Vec::new(),
+        // Memory, the disk, open files: not "no row groups". The file stays, and so do the rows.
+        Err(e) => {
+            return Err(e.context(format!(
+                "failed to read the row groups of the damaged {} (left as it is, with the \
+                 buffer's rows, for the next run)",
+                path.display()
+            )))
+        }
+    };
     let mut first_row = 0;
     for (group, n) in groups {
         let copied = conn.execute_batch(&format!(
@@ -628,8 +646,22 @@ fn salvage(conn: &Connection, path: &Path, template: &str) -> Result<String> {
              WHERE file_row_number >= {first_row} AND file_row_number < {}",
             first_row + n
         ));
-        if let Err(e) = copied {
-            log::warn!("{}: row group {group} cannot be read: {e}", path.display());
+        match copied.map_err(anyhow::Error::from) {
+            Ok(()) => {}
+            Err(e) if crate::sys::duckdb::says_parquet_invalid(&e) => {
+                log::warn!(
+                    "{}: row group {group} cannot be read: {}",
+                    path.display(),
+                    chain_text(&e)
+                );
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "failed to copy row group {group} out of the damaged {} (left as it is, \
+                     with the buffer's rows, for the next run)",
+                    path.display()
+                )))
+            }
         }
         first_row += n;
     }
@@ -692,7 +724,15 @@ fn apply_retention(
     let this_minute = now - now.rem_euclid(MINUTE_USEC);
     let keep_from = keep_from.map_or(this_minute, |k| k.min(this_minute));
     let warned = settings.state_dir.join("retention-foreign");
-    let d = crate::retention::apply(&settings.data_dir, r, keep_from, now, &warned)?;
+    let upload = upload_state(&settings.state_dir)?;
+    let d = crate::retention::apply(&settings.data_dir, r, keep_from, now, &warned, upload)?;
+    if d.waiting_for_upload > 0 {
+        log::warn!(
+            "retention keeps {} minute files it would delete, because jp-upload has not copied \
+             them yet (see `systemctl status jp-upload.service`)",
+            d.waiting_for_upload
+        );
+    }
     if d.files > 0 {
         log::info!(
             "retention deleted {} minute files, {} bytes, from {} ({} older than max_age, {} over \
@@ -707,6 +747,31 @@ fn apply_retention(
     }
     Ok(d)
 }
+
+/// What `jp-upload` left in the state directory: `upload.enabled` once it has run (the upload is
+/// configured), and `upload.last-success`, the Unix time at which its last complete copy
+/// started. That copy took every minute file then in the tree; the hour of margin covers a file
+/// written before the copy started but renamed into place after the copy listed its directory
+/// (the same margin as the script's own `--max-age`).
+fn upload_state(state_dir: &Path) -> Result<crate::retention::Upload> {
+    use crate::retention::Upload;
+    if !state_dir.join(UPLOAD_ENABLED).exists() {
+        return Ok(Upload::Off);
+    }
+    let stamp = state_dir.join(UPLOAD_LAST_SUCCESS);
+    let started = match fs::read_to_string(&stamp) {
+        Ok(text) => text.trim().parse::<u64>().ok(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", stamp.display())),
+    };
+    Ok(Upload::CopiedBefore(started.and_then(|secs| {
+        std::time::UNIX_EPOCH.checked_add(Duration::from_secs(secs.checked_sub(3600)?))
+    })))
+}
+
+/// Written by `packaging/jp-upload` in the state directory (see `upload_state`).
+pub const UPLOAD_ENABLED: &str = "upload.enabled";
+pub const UPLOAD_LAST_SUCCESS: &str = "upload.last-success";
 
 /// The collector's `--flush-every`: exports the segments below `open`, which it has just
 /// sealed, unless a jp-flush is at work (it does the same).
@@ -724,6 +789,7 @@ pub fn run(args: &FlushArgs) -> Result<()> {
         return Ok(());
     }
     service::init_logging(settings.log_level, "jp-flush");
+    crate::sys::user::become_owner(&settings.state_dir, &settings.data_dir, "jp-flush")?;
     let started = Instant::now();
     let result = flush_once(&settings, args.all);
     write_metrics(&settings, &result, started.elapsed());
@@ -751,7 +817,12 @@ fn update_catalogue(settings: &Settings) {
             "the catalogue is held open for writing by another process; checked again next run"
         ),
         Ok(crate::views::Catalogue::UpToDate) => {}
-        Err(e) => log::warn!("{e:#}"),
+        Ok(crate::views::Catalogue::NothingYet) => {
+            log::debug!(
+                "no minute file in the archive yet: the catalogue is written after the first"
+            )
+        }
+        Err(e) => log::warn!("{}", chain_text(&e)),
     }
 }
 
@@ -786,20 +857,18 @@ fn flush_once(settings: &Settings, all: bool) -> Result<Report> {
 
 /// What kind of failure a run met, for `journal_parquet_flush_errors_total{kind}`.
 fn error_kind(e: &anyhow::Error) -> &'static str {
-    let text = format!("{e:#}");
+    use crate::sys::duckdb::{failure, Kind};
     if e.downcast_ref::<handoff::Unavailable>().is_some() {
-        "buffer_unavailable"
-    } else if text.contains("Out of Memory") {
-        "memory"
-    } else if e
+        return "buffer_unavailable";
+    }
+    let io = e
         .chain()
-        .any(|c| c.downcast_ref::<std::io::Error>().is_some())
-        || text.contains("No space left")
-        || text.contains("Permission denied")
-    {
-        "io"
-    } else {
-        "other"
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some());
+    match failure(e).map(|f| f.kind) {
+        Some(Kind::OutOfMemory) => "memory",
+        Some(Kind::Io | Kind::Permission) => "io",
+        _ if io => "io",
+        _ => "other",
     }
 }
 
@@ -901,6 +970,6 @@ fn write_metrics(settings: &Settings, result: &Result<Report>, took: Duration) {
         );
     }
     if let Err(e) = m.write(&settings.metrics_dir, FLUSH_FILE) {
-        log::warn!("{e:#}: the metrics are not up to date");
+        log::warn!("{}: the metrics are not up to date", chain_text(&e));
     }
 }

@@ -41,6 +41,8 @@ pub struct Deleted {
     pub by_age: u64,
     pub by_use: u64,
     pub by_free: u64,
+    /// Files the limits would have deleted, kept because the upload has not copied them yet.
+    pub waiting_for_upload: u64,
 }
 
 /// A minute file of ours.
@@ -48,6 +50,20 @@ struct MinuteFile {
     minute_usec: i64,
     path: PathBuf,
     bytes: u64,
+    /// When it was last written (a merge rewrites it, and the upload copies it again).
+    modified: Option<std::time::SystemTime>,
+    /// Set aside as damaged: never uploaded, so never waited for.
+    aside: bool,
+}
+
+/// What retention knows of the upload to object storage (`jp-upload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    /// Not configured: retention deletes what its limits say.
+    Off,
+    /// Configured: only a minute file written before this time is known to be in the bucket
+    /// (None: nothing is yet), and only such a file may be deleted.
+    CopiedBefore(Option<std::time::SystemTime>),
 }
 
 /// Applies `retention` to the tree under `data_dir`. Files of minutes at or after `keep_from`
@@ -60,6 +76,7 @@ pub fn apply(
     keep_from: i64,
     now_usec: i64,
     warned: &Path,
+    upload: Upload,
 ) -> Result<Deleted> {
     let mut deleted = Deleted::default();
     if retention.is_off() || !data_dir.exists() {
@@ -87,6 +104,16 @@ pub fn apply(
         let short = matches!((retention.keep_free, free), (Some(k), Some(fr)) if fr < k);
         if !(old || over || short) {
             break;
+        }
+        let copied = match upload {
+            Upload::Off => true,
+            Upload::CopiedBefore(before) => {
+                f.aside || matches!((f.modified, before), (Some(m), Some(b)) if m < b)
+            }
+        };
+        if !copied {
+            deleted.waiting_for_upload += 1;
+            continue;
         }
         match fs::remove_file(&f.path) {
             Ok(()) => {}
@@ -146,8 +173,10 @@ fn list(data_dir: &Path) -> Result<(Vec<MinuteFile>, Vec<PathBuf>)> {
             match (depth, minute_of(&name)) {
                 (4, Some(minute_usec)) => files.push(MinuteFile {
                     minute_usec,
+                    aside: !name.ends_with(".parquet"),
                     path,
                     bytes: meta.len(),
+                    modified: meta.modified().ok(),
                 }),
                 // A file being written (`.NAME.tmp`), or our catalogue at the top: not foreign.
                 (4, None) if name.starts_with('.') && name.ends_with(".parquet.tmp") => {}
@@ -247,7 +276,10 @@ fn warn_foreign(foreign: &[PathBuf], warned: &Path) {
     );
     let text: String = now.iter().map(|s| format!("{s}\n")).collect();
     if let Err(e) = crate::position::write_atomically(warned, text.as_bytes(), 0o640) {
-        log::debug!("{e:#}: the foreign files will be named again next time");
+        log::debug!(
+            "{}: the foreign files will be named again next time",
+            crate::sys::duckdb::chain_text(&e)
+        );
     }
 }
 
@@ -335,10 +367,74 @@ mod tests {
         };
         let now = keep_from + 365 * 86_400 * 1_000_000;
         let warned = data.path().join("warned");
-        let d = apply(data.path(), &everything, keep_from, now, &warned).unwrap();
+        let d = apply(
+            data.path(),
+            &everything,
+            keep_from,
+            now,
+            &warned,
+            Upload::Off,
+        )
+        .unwrap();
         assert_eq!((d.files, d.bytes, d.by_age), (1, 4, 1));
         assert!(!dir.join(names[0]).exists());
         assert!(dir.join(names[1]).exists() && dir.join(names[2]).exists());
+    }
+
+    /// With the upload configured, a minute file the last complete upload did not copy stays,
+    /// whatever the limits say (a bucket outage longer than `max_age` must not lose it); one
+    /// set aside as damaged is never uploaded, so never waited for.
+    #[test]
+    fn files_not_uploaded_yet_survive_every_limit() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("host/2024/03/01");
+        fs::create_dir_all(&dir).unwrap();
+        let copied_before = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let names = [
+            (
+                "20240301-0000.parquet",
+                copied_before - Duration::from_secs(60),
+            ),
+            (
+                "20240301-0001.parquet",
+                copied_before + Duration::from_secs(60),
+            ),
+            (
+                "20240301-0002.parquet.damaged-1",
+                copied_before + Duration::from_secs(60),
+            ),
+        ];
+        for (n, modified) in names {
+            let f = fs::File::create(dir.join(n)).unwrap();
+            f.set_modified(modified).unwrap();
+        }
+        let everything = Retention {
+            max_age: Some(Duration::from_secs(1)),
+            max_use: Some(1),
+            keep_free: Some(u64::MAX),
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let warned = data.path().join("warned");
+        let upload = Upload::CopiedBefore(Some(copied_before));
+        let d = apply(data.path(), &everything, now, now, &warned, upload).unwrap();
+        assert_eq!((d.files, d.waiting_for_upload), (2, 1));
+        assert!(dir.join(names[1].0).exists(), "not uploaded yet: kept");
+        assert!(!dir.join(names[0].0).exists() && !dir.join(names[2].0).exists());
+        // Configured, but no complete copy yet: nothing is known to be in the bucket.
+        let d = apply(
+            data.path(),
+            &everything,
+            now,
+            now,
+            &warned,
+            Upload::CopiedBefore(None),
+        );
+        assert_eq!(d.unwrap().waiting_for_upload, 1);
+        assert!(dir.join(names[1].0).exists());
     }
 
     #[test]

@@ -9,10 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use duckdb::{AccessMode, Config, Connection, OptionalExt};
+use duckdb::{AccessMode, Connection, OptionalExt};
 
 use crate::row::{cast_columns, BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA, WHOLE_ENTRY_SQL};
-use crate::segment::is_lock_conflict;
 
 /// The catalogue's name under DATA.
 pub const CATALOGUE_FILE: &str = "journal.duckdb";
@@ -20,10 +19,7 @@ pub const CATALOGUE_FILE: &str = "journal.duckdb";
 /// the 1.5.6 CLI refuses this build's default format, "version number 69").
 const CATALOGUE_STORAGE: &str = "v1.0.0";
 
-/// A SQL string literal.
-pub fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
+pub use crate::sys::duckdb::{quote, sql_error};
 
 /// The glob of every minute file under `data_dir`: `HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet`. A file
 /// being written (`.NAME.tmp`) or set aside as damaged (`NAME.damaged-UNIXTIME`) does not end in
@@ -85,15 +81,6 @@ pub fn journal_select(files: &Files) -> String {
         "SELECT {} FROM read_parquet({source}{by_name})",
         cast_columns(false)
     )
-}
-
-/// DuckDB's own message (it names the file, or the SQL position: `LINE 1: …` and a caret),
-/// without the binding's "Error code 1: Unknown error code".
-pub fn sql_error(e: duckdb::Error) -> anyhow::Error {
-    match e {
-        duckdb::Error::DuckDBFailure(_, Some(message)) => anyhow::anyhow!(message),
-        other => other.into(),
-    }
 }
 
 /// Puts a file of the current schema first when there is one to find cheaply: the newest minute
@@ -161,6 +148,27 @@ pub enum Catalogue {
     /// Another process holds it open for writing (a DuckDB CLI, say): left as it is until a
     /// later run.
     Busy,
+    /// The archive has no minute file yet (a new installation): there is nothing for the views
+    /// to read, and DuckDB refuses a view over a glob that matches nothing.
+    NothingYet,
+}
+
+/// Whether `data_dir` holds at least one minute file (`HOST/YYYY/MM/DD/*.parquet`); stops at the
+/// first one found.
+fn has_minute_file(data_dir: &Path) -> bool {
+    fn walk(dir: &Path, depth: usize) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            let path = e.path();
+            match depth {
+                4 => e.file_name().to_string_lossy().ends_with(".parquet"),
+                _ => path.is_dir() && walk(&path, depth + 1),
+            }
+        })
+    }
+    walk(data_dir, 0)
 }
 
 /// Writes `DATA/journal.duckdb` when it is missing or outdated. The new file is made beside it
@@ -173,11 +181,14 @@ pub fn ensure_catalogue(data_dir: &Path) -> Result<Catalogue> {
         )
     })?;
     let path = data_dir.join(CATALOGUE_FILE);
+    if !has_minute_file(&data_dir) {
+        return Ok(Catalogue::NothingYet);
+    }
     let want = catalogue_definition(&data_dir);
     if path.exists() {
         match stored_definition(&path) {
             Ok(Some(have)) if have == want => return Ok(Catalogue::UpToDate),
-            Err(e) if is_lock_conflict(&e) => return Ok(Catalogue::Busy),
+            Err(e) if crate::sys::duckdb::says_locked(&e) => return Ok(Catalogue::Busy),
             // Outdated, not ours, or damaged: replaced.
             _ => {}
         }
@@ -186,9 +197,7 @@ pub fn ensure_catalogue(data_dir: &Path) -> Result<Catalogue> {
     let _ = std::fs::remove_file(&tmp);
     let _ = std::fs::remove_file(data_dir.join(format!(".{CATALOGUE_FILE}.tmp.wal")));
     let written = (|| -> Result<()> {
-        let conn = Connection::open_in_memory_with_flags(
-            Config::default().enable_autoload_extension(false)?,
-        )?;
+        let conn = Connection::open_in_memory_with_flags(crate::sys::duckdb::base_config()?)?;
         conn.execute_batch(&format!(
             "ATTACH {} AS catalogue (STORAGE_VERSION '{CATALOGUE_STORAGE}'); USE catalogue;
              {want}
@@ -212,9 +221,7 @@ pub fn ensure_catalogue(data_dir: &Path) -> Result<Catalogue> {
 
 /// The definition stored in a catalogue file; None when it has none (not ours).
 fn stored_definition(path: &Path) -> Result<Option<String>> {
-    let config = Config::default()
-        .enable_autoload_extension(false)?
-        .access_mode(AccessMode::ReadOnly)?;
+    let config = crate::sys::duckdb::base_config()?.access_mode(AccessMode::ReadOnly)?;
     let conn = Connection::open_with_flags(path, config)
         .with_context(|| format!("failed to open the catalogue {}", path.display()))?;
     let stored = conn

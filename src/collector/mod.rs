@@ -89,7 +89,10 @@ impl Collector {
         service::notify_reloading();
         match Settings::for_collector(args) {
             Err(e) => {
-                log::error!("{e:#}: the configuration was not reloaded; the one in effect stays")
+                log::error!(
+                    "{}: the configuration was not reloaded; the one in effect stays",
+                    crate::sys::duckdb::chain_text(&e)
+                )
             }
             Ok(new) => {
                 let restart = self.settings.needs_restart(&new);
@@ -205,7 +208,10 @@ impl Collector {
             .collect();
         m.add(Kind::Counter, "journald_suppressed_total", "Messages journald's rate limit threw away, by unit (its \"Suppressed N messages\" lines).", &suppressed);
         if let Err(e) = m.write(&self.settings.metrics_dir, crate::metrics::COLLECTOR_FILE) {
-            log::warn!("{e:#}: the metrics are not up to date");
+            log::warn!(
+                "{}: the metrics are not up to date",
+                crate::sys::duckdb::chain_text(&e)
+            );
         }
     }
 
@@ -356,7 +362,7 @@ fn log_flush(thread: JoinHandle<Result<Report>>) {
             r.files_written,
             r.files_merged
         ),
-        Ok(Err(e)) => log::error!("{e:#}"),
+        Ok(Err(e)) => log::error!("{}", crate::sys::duckdb::chain_text(&e)),
         Err(_) => log::error!("the flush thread panicked"),
     }
 }
@@ -371,6 +377,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         return Ok(());
     }
     service::init_logging(settings.log_level, "journal-parquet");
+    crate::sys::user::become_owner(&settings.state_dir, &settings.data_dir, "journal-parquet")?;
 
     crate::layout::make_private_dir(&settings.state_dir)
         .context("cannot use the state directory")?;
@@ -573,6 +580,9 @@ fn main_loop(
             (None, _) => {}
         }
         c.caught_up_at = caught_up.then(now_usec);
+        if caught_up && c.batch.is_empty() {
+            c.writer.caught_up();
+        }
         let unsaved = !c.batch.is_empty() || c.reader.unsaved;
         if unsaved && c.pending_since.is_none() {
             c.pending_since = Some(Instant::now());

@@ -72,6 +72,10 @@ pub struct Writer {
     sealed: Option<u64>,
     /// How long the last `settle` waited for its thread, and whether that thread was sealing.
     last_wait: (Duration, bool),
+    /// Reading the journal again after a lost segment, and not yet back at the tail: every
+    /// segment made meanwhile may repeat rows of others, and is flagged so (`reread`), however
+    /// many seals the catch-up spans.
+    catching_up: bool,
 }
 
 impl Writer {
@@ -84,6 +88,8 @@ impl Writer {
         state: CollectorState,
     ) -> Result<Writer> {
         let segment_rows = segment.row_count()?;
+        // A catch-up that a restart interrupted goes on: its open segment says so.
+        let catching_up = segment.reread()?;
         Ok(Writer {
             buffer,
             state_file,
@@ -96,6 +102,7 @@ impl Writer {
             commit_seconds: 0.0,
             sealed: None,
             last_wait: (Duration::ZERO, false),
+            catching_up,
         })
     }
 
@@ -169,7 +176,17 @@ impl Writer {
         self.start(rows, position, watermark_usec, Some(false))
     }
 
-    /// Starts a commit thread; `seal`: also seal (Some(reread flag of the new segment)).
+    /// The reader reached the tail with every entry it read handed over: a catch-up after a
+    /// lost segment (if any) is over, and the next segment no longer repeats rows.
+    pub fn caught_up(&mut self) {
+        if self.catching_up {
+            log::debug!("caught up after reading the journal again");
+        }
+        self.catching_up = false;
+    }
+
+    /// Starts a commit thread; `seal`: also seal (Some(whether a re-read starts with the new
+    /// segment)).
     fn start(
         &mut self,
         rows: Option<RecordBatch>,
@@ -192,6 +209,10 @@ impl Writer {
         };
         let buffer = self.buffer.clone();
         let next = self.open_no + 1;
+        if seal == Some(true) {
+            self.catching_up = true;
+        }
+        let seal = seal.map(|rewinds| rewinds || self.catching_up);
         // A sealed segment is checkpointed by jp-flush: a seal never waits for one.
         let checkpoint =
             n > 0 && (self.segment_rows + n).is_multiple_of(ROW_GROUP_ROWS) && seal.is_none();
@@ -265,7 +286,8 @@ impl Writer {
             }
             Some(Err(e)) => {
                 log::error!(
-                    "{e:#}: the segment {} stays open; jp-flush gets those below it",
+                    "{}: the segment {} stays open; jp-flush gets those below it",
+                    crate::sys::duckdb::chain_text(&e),
                     self.buffer.segment_path(self.open_no).display()
                 );
                 self.sealed = Some(self.open_no);
@@ -273,6 +295,7 @@ impl Writer {
             None => {}
         }
         self.save_state_file()?;
+        crate::sys::fault::point("collector-commit-settled")?;
         log::debug!(
             "committed {} entries in {:?}{}",
             done.rows,
@@ -356,7 +379,10 @@ pub fn log_reread(p: &Position) {
     );
 }
 
-/// Makes segment `no` and opens it for appending.
+/// Makes segment `no` and opens it for appending. When anything fails once the new segment may
+/// be in place (its rename, the fsync after it, opening it), the new segment is removed again:
+/// left there, it would hold an older position than the segment the collector goes on writing
+/// to, and a restart would read those entries a second time into it.
 fn open_new(
     buffer: &Buffer,
     no: u64,
@@ -364,6 +390,15 @@ fn open_new(
     state: &CollectorState,
     reread: bool,
 ) -> Result<Segment> {
-    let path = buffer.create(no, start, state, reread)?;
-    Segment::open(&path, buffer.memory_limit())?.for_collector()
+    let made = buffer.create(no, start, state, reread).and_then(|path| {
+        crate::sys::fault::point("seal-after-rename")?;
+        Segment::open(&path, buffer.memory_limit())?.for_collector()
+    });
+    made.map_err(|e| match buffer.remove(no) {
+        Ok(()) => e,
+        Err(undo) => e.context(format!(
+            "and failed to remove the half-made segment again ({})",
+            crate::sys::duckdb::chain_text(&undo)
+        )),
+    })
 }
