@@ -974,3 +974,57 @@ fn segments_of_the_previous_version_are_sealed_and_flushed_after_an_upgrade() {
     );
     assert!(!schema.contains("uint"), "{schema}");
 }
+
+/// Guards the order of a salvage: the damaged minute file is set aside only once the file that
+/// replaces it (its readable rows and the buffer's) is durable. A run killed before the copy,
+/// one failing there (a full disk), and one killed between the set-aside and the rename each
+/// leave the damaged file in the tree for the next run to salvage again: its readable rows are
+/// never only in the set-aside file.
+#[test]
+fn salvaged_rows_survive_a_crash_at_every_step_of_the_rewrite() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = TestDir::new();
+    synthetic_segment(&t, 1, BUSY_MINUTE, 0, 300);
+    run_ok(&mut t.flush(&[]));
+    let file = busy_minute_file(&t);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/damage_row_group.py");
+    run_ok(
+        std::process::Command::new(test_python())
+            .arg(script)
+            .arg(&file)
+            .args(["50", "2"]),
+    );
+    let open = last_segment_no(&t);
+    synthetic_segment(&t, open + 1, BUSY_MINUTE, 1000, 1);
+    for fault in [
+        "flush-minute-before-copy",
+        "flush-minute-before-copy:error",
+        "flush-minute-before-rename",
+    ] {
+        let out = run(t.flush(&[]).env("JP_FAULT", fault));
+        match fault.ends_with(":error") {
+            true => assert_eq!(out.status.code(), Some(1), "{fault}: {}", stderr(&out)),
+            false => assert_eq!(out.status.signal(), Some(9), "{fault}: {}", stderr(&out)),
+        }
+        assert!(
+            file.exists(),
+            "{fault}: the damaged file is still in the tree"
+        );
+        assert_eq!(buffered_rows(&t), 1, "{fault}: the buffer's row stays");
+    }
+    let out = run_ok(&mut t.flush(&[]));
+    let err = stderr(&out);
+    assert!(
+        err.contains("is damaged") && err.contains("250 rows"),
+        "{err}"
+    );
+    assert!(!err.contains("Unknown error code"), "{err}");
+    let rows = parquet_rows(&t.data());
+    let in_tree = rows
+        .iter()
+        .filter(|r| r["_file"].as_str().is_some_and(|f| f.ends_with(".parquet")))
+        .count();
+    assert_eq!(in_tree, 251, "the readable row groups and the new entry");
+    assert_eq!(buffered_rows(&t), 0);
+}

@@ -1,6 +1,7 @@
 //! One integration-test binary: a harness (temp dir, binaries, a private journald) and tests
 //! named after what they guard.
 
+mod admin;
 mod archive;
 mod collector;
 mod flush;

@@ -687,7 +687,25 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
         "not in systemd-journal: {ids:?}"
     );
 
-    // Files 0640, directories 0750, all the service user's.
+    // jp-flush wrote the catalogue under its sandbox, and an admin's `journal-parquet query`
+    // finds the packaged archive without being told where it is.
+    guest.ok("test -s /var/lib/journal-parquet/data/journal.duckdb");
+    let counted = guest.ok(&format!(
+        "journal-parquet query --format csv \
+         \"SELECT count(*) AS n FROM journal WHERE message LIKE '{run_id}-%'\""
+    ));
+    assert_eq!(counted, format!("n\n{markers}\n"), "{counted}");
+    // The README's manual flush, as root would type it without `sudo -u`, and a live query as
+    // root: both become the service user, and leave nothing of root's in its state (checked
+    // below).
+    guest.ok(
+        "systemctl stop journal-parquet.service && jp-flush --state-dir /var/lib/journal-parquet \
+         --all && systemctl start journal-parquet.service",
+    );
+    guest.ok("journal-parquet query --live 'SELECT count(*) FROM journal'");
+
+    // Files 0640 (metrics 0644: node_exporter reads them), directories 0750, all the service
+    // user's.
     let uid: u32 = ids[2].parse().unwrap();
     for entry in walk(&guest.root().join("var/lib/journal-parquet")) {
         use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -703,6 +721,8 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
             mode == 0o750
         } else if meta.file_type().is_socket() {
             mode == 0o600
+        } else if entry.extension().is_some_and(|e| e == "prom") {
+            mode == 0o644
         } else {
             mode == 0o640
         };
@@ -735,14 +755,6 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
         !failed.contains("journal-parquet") && !failed.contains("jp-flush"),
         "{failed}"
     );
-    // jp-flush wrote the catalogue under its sandbox, and an admin's `journal-parquet query`
-    // finds the packaged archive without being told where it is.
-    guest.ok("test -s /var/lib/journal-parquet/data/journal.duckdb");
-    let counted = guest.ok(&format!(
-        "journal-parquet query --format csv \
-         \"SELECT count(*) AS n FROM journal WHERE message LIKE '{run_id}-%'\""
-    ));
-    assert_eq!(counted, format!("n\n{markers}\n"), "{counted}");
 
     // Purge: nothing of ours left enabled or running; the archive stays.
     guest.ok("dpkg --purge journal-parquet");

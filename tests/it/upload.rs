@@ -138,3 +138,27 @@ fn upload_killed_mid_run_then_run_again_leaves_the_bucket_equal_to_the_tree() {
     want.insert(deleted.clone(), local[&deleted].clone());
     assert_eq!(s3.objects(), want, "new and rewritten copied; deleted kept");
 }
+
+/// Guards the script's quoting: a CA bundle whose path holds spaces and a glob character reaches
+/// rclone as one word (it was split on spaces), flags are split but never globbed, and a run
+/// leaves `upload.enabled`, which makes retention wait for the copies.
+#[test]
+fn upload_passes_paths_with_spaces_as_one_word() {
+    let t = TestDir::new();
+    t.archive("corpus", "-n 300 --hosts 1 --seed 19 --duration 10m");
+    std::fs::create_dir_all(t.state()).unwrap();
+    let s3 = S3::start(&t);
+    let ca_dir = t.path().join("my certs [x]");
+    std::fs::create_dir(&ca_dir).unwrap();
+    let ca = ca_dir.join("ca bundle.pem");
+    std::fs::copy("/etc/ssl/certs/ca-certificates.crt", &ca).unwrap();
+    // A file a glob in the flags would expand to, in the script's working directory.
+    write_file(&t.path().join("x.tmp"), "");
+    let out = run(upload(&t, &s3, "--transfers 2 --exclude *.tmp")
+        .env("AWS_CA_BUNDLE", &ca)
+        .current_dir(t.path()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s3.objects(), parquet_digest(&t.data()));
+    assert!(t.state().join("upload.enabled").exists());
+    assert!(t.state().join("upload.last-success").exists());
+}
