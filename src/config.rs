@@ -29,30 +29,16 @@ pub const DEFAULT_CONFIG: &str = "/etc/journal-parquet/config.toml";
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 const LOG_LEVEL_ENV: &str = "JOURNAL_PARQUET_LOG_LEVEL";
 
-/// A configuration problem: the binaries exit with 78 (EX_CONFIG) for it.
-#[derive(Debug)]
-pub struct BadConfig(pub String);
-
-impl std::fmt::Display for BadConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+crate::sys::message_error! {
+    /// A configuration problem: the binaries exit with 78 (EX_CONFIG) for it.
+    BadConfig
 }
 
-impl std::error::Error for BadConfig {}
-
-/// A command line that cannot be run as given (beyond what argument parsing checks): exit 2, as
-/// for argument errors.
-#[derive(Debug)]
-pub struct Usage(pub String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+crate::sys::message_error! {
+    /// A command line that cannot be run as given (beyond what argument parsing checks): exit 2,
+    /// as for argument errors.
+    Usage
 }
-
-impl std::error::Error for Usage {}
 
 /// Parquet compression, from the config key `compression`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,17 +29,10 @@ use crate::layout::try_lock;
 const SEAL: &str = "seal";
 const SEALED: &str = "sealed";
 
-/// The sealed segments could not be had in time: jp-flush exits 75 (EX_TEMPFAIL) for it.
-#[derive(Debug)]
-pub struct Unavailable(pub String);
-
-impl std::fmt::Display for Unavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+crate::sys::message_error! {
+    /// The sealed segments could not be had in time: jp-flush exits 75 (EX_TEMPFAIL) for it.
+    Unavailable
 }
-
-impl std::error::Error for Unavailable {}
 
 /// The collector's end: a listening socket polled by its main loop.
 pub struct Listener {

@@ -35,18 +35,11 @@ pub struct Failure<'a> {
     pub text: &'a str,
 }
 
-/// DuckDB's own message, kept as an error of its own kind (`sql_error`), so that it is still
-/// told apart by its kind after the binding's error code is dropped.
-#[derive(Debug)]
-pub struct SqlError(pub String);
-
-impl std::fmt::Display for SqlError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+super::message_error! {
+    /// DuckDB's own message, kept as an error of its own kind (`sql_error`), so that it is still
+    /// told apart by its kind after the binding's error code is dropped.
+    SqlError
 }
-
-impl std::error::Error for SqlError {}
 
 /// The DuckDB failure in `err`'s chain, if any.
 pub fn failure(err: &anyhow::Error) -> Option<Failure<'_>> {

@@ -7,3 +7,22 @@ pub mod duckdb;
 pub mod fault;
 pub mod files;
 pub mod user;
+
+/// An error that is its message, told apart by its type: what exit code it means (`exit_with`),
+/// or what kind of failure it is. Defines the type with `Display` (the message) and `Error`.
+macro_rules! message_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name(pub String);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
+}
+pub(crate) use message_error;
