@@ -789,7 +789,7 @@ pub fn run(args: &FlushArgs) -> Result<()> {
         return Ok(());
     }
     service::init_logging(settings.log_level, "jp-flush");
-    crate::sys::user::become_owner(&settings.state_dir, &settings.data_dir, "jp-flush")?;
+    crate::sys::user::become_owner(&[&settings.state_dir, &settings.data_dir], "jp-flush")?;
     let started = Instant::now();
     let result = flush_once(&settings, args.all);
     write_metrics(&settings, &result, started.elapsed());

@@ -186,11 +186,12 @@ pub fn run(args: &QueryArgs) -> Result<()> {
     if crate::config::check_only(&args.common, &settings) {
         return Ok(());
     }
-    crate::sys::user::become_owner(
-        &settings.state_dir,
-        &settings.data_dir,
-        "journal-parquet query",
-    )?;
+    // Without --live, the state directory is not read: its owner has no say.
+    let dirs: &[&Path] = match args.live {
+        true => &[&settings.state_dir, &settings.data_dir],
+        false => &[&settings.data_dir],
+    };
+    crate::sys::user::become_owner(dirs, "journal-parquet query")?;
     let (sql, source) = match args.sql.as_deref() {
         Some(text) if text != "-" => (text.to_owned(), SqlSource::Argument),
         _ => {

@@ -377,7 +377,10 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         return Ok(());
     }
     service::init_logging(settings.log_level, "journal-parquet");
-    crate::sys::user::become_owner(&settings.state_dir, &settings.data_dir, "journal-parquet")?;
+    crate::sys::user::become_owner(
+        &[&settings.state_dir, &settings.data_dir],
+        "journal-parquet",
+    )?;
 
     crate::layout::make_private_dir(&settings.state_dir)
         .context("cannot use the state directory")?;

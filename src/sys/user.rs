@@ -14,17 +14,10 @@ use std::path::Path;
 use anyhow::Result;
 use nix::unistd::{Gid, Uid, User};
 
-/// A program that must not run as the user it was started as: exit 77 (EX_NOPERM).
-#[derive(Debug)]
-pub struct WrongUser(pub String);
-
-impl std::fmt::Display for WrongUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+super::message_error! {
+    /// A program that must not run as the user it was started as: exit 77 (EX_NOPERM).
+    WrongUser
 }
-
-impl std::error::Error for WrongUser {}
 
 /// The owner of `dir`, when it exists and is not root's.
 fn owner(dir: &Path) -> Option<(Uid, Gid)> {
@@ -32,29 +25,30 @@ fn owner(dir: &Path) -> Option<(Uid, Gid)> {
     (meta.uid() != 0).then(|| (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid())))
 }
 
-/// Started as root: becomes the user who owns `state_dir` (else `data_dir`), with that user's
-/// groups, before anything under them is touched. Does nothing when not root, or when root owns
-/// both (or neither exists yet). `command` names the program in the message of a refusal.
-pub fn become_owner(state_dir: &Path, data_dir: &Path, command: &str) -> Result<()> {
+/// Started as root: becomes the user who owns `dirs` (the state directory, the data directory:
+/// those the program will write or read), with that user's groups, before anything under them
+/// is touched. Does nothing when not root, or when root owns them all (or none exists yet).
+/// `command` names the program in the message of a refusal.
+pub fn become_owner(dirs: &[&Path], command: &str) -> Result<()> {
     if !Uid::effective().is_root() {
         return Ok(());
     }
-    let (state, data) = (owner(state_dir), owner(data_dir));
-    let (uid, dir_gid) = match (state, data) {
-        (None, None) => return Ok(()),
-        (Some(s), Some(d)) if s.0 != d.0 => {
-            return Err(WrongUser(format!(
-                "{} and {} belong to two different users (uid {} and {}): run {command} as the \
-                 one the service runs as, e.g. `sudo -u journal-parquet {command} …`",
-                state_dir.display(),
-                data_dir.display(),
-                s.0,
-                d.0
-            ))
-            .into())
-        }
-        (Some(o), _) | (None, Some(o)) => o,
+    let owned: Vec<(&Path, (Uid, Gid))> = dirs
+        .iter()
+        .filter_map(|d| owner(d).map(|o| (*d, o)))
+        .collect();
+    let Some(&(dir, (uid, dir_gid))) = owned.first() else {
+        return Ok(());
     };
+    if let Some((other, (other_uid, _))) = owned.iter().find(|(_, (u, _))| *u != uid) {
+        return Err(WrongUser(format!(
+            "{} and {} belong to two different users (uid {uid} and {other_uid}): run {command} \
+             as the one the service runs as, e.g. `sudo -u journal-parquet {command} …`",
+            dir.display(),
+            other.display(),
+        ))
+        .into());
+    }
     let user = User::from_uid(uid).ok().flatten();
     let name = user
         .as_ref()
@@ -63,7 +57,7 @@ pub fn become_owner(state_dir: &Path, data_dir: &Path, command: &str) -> Result<
         WrongUser(format!(
             "{} belongs to {name}, and running as root would leave files there that {name} \
              cannot open; switching to {name} failed ({why}): run `sudo -u {name} {command} …`",
-            if state.is_some() { state_dir } else { data_dir }.display()
+            dir.display()
         ))
     };
     // Groups first, while still root: the service user's own (systemd-journal, to read the
@@ -80,7 +74,7 @@ pub fn become_owner(state_dir: &Path, data_dir: &Path, command: &str) -> Result<
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| refuse(e.to_string()))?;
     log::debug!(
         "started as root: running as {name} (uid {uid}, gid {gid}), the owner of {}",
-        if state.is_some() { state_dir } else { data_dir }.display()
+        dir.display()
     );
     Ok(())
 }
