@@ -92,33 +92,25 @@ fn owned_by_root(dir: &Path) -> Vec<PathBuf> {
 fn flush_given_only_the_state_dir_writes_under_it_from_any_directory() {
     let t = TestDir::new();
     let corpus = t.corpus("corpus", "-n 500 --hosts 2 --seed 31 --duration 3m");
-    // Read with the collector's own defaults too: only --state-dir.
-    run_ok(
-        Command::new(COLLECTOR)
-            .arg("--state-dir")
+    let only_state_dir = |program: &str, args: &[&str]| {
+        let mut cmd = Command::new(program);
+        cmd.arg("--state-dir")
             .arg(t.state())
             .arg("--config")
             .arg(t.config())
-            .args([
-                "--directory",
-                corpus.to_str().unwrap(),
-                "--from-head",
-                "--once",
-            ])
-            .env_remove("STATE_DIRECTORY"),
-    );
+            .args(args)
+            .env_remove("STATE_DIRECTORY");
+        cmd
+    };
+    // Read with the collector's own defaults too.
+    let dir = corpus.to_str().unwrap();
+    run_ok(&mut only_state_dir(
+        COLLECTOR,
+        &["--directory", dir, "--from-head", "--once"],
+    ));
     let elsewhere = t.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
-    run_ok(
-        Command::new(FLUSH)
-            .arg("--state-dir")
-            .arg(t.state())
-            .arg("--config")
-            .arg(t.config())
-            .arg("--all")
-            .current_dir(&elsewhere)
-            .env_remove("STATE_DIRECTORY"),
-    );
+    run_ok(only_state_dir(FLUSH, &["--all"]).current_dir(&elsewhere));
     assert!(
         !elsewhere.join("data").exists(),
         "nothing in the working directory"
@@ -332,10 +324,7 @@ fn a_flush_killed_between_asking_the_reread_and_setting_aside_loses_nothing() {
     let journald = Journald::start();
     let t = TestDir::new();
     let dir = journald.dir.to_str().unwrap().to_owned();
-    for i in 0..300 {
-        journald.send_message(&format!("buffered-{i}"));
-    }
-    journald.wait_written("buffered-299");
+    journald.send_messages("buffered", 300);
     run_ok(&mut t.collector(&["--directory", &dir, "--from-head", "--once"]));
     // Sealed (the minute is not complete: nothing is written), with journald's own lines.
     assert!(t.query_u64("SELECT count(*) FROM journal_logs") >= 300);
@@ -370,13 +359,7 @@ fn a_seal_failing_after_its_rename_leaves_no_segment_behind() {
     let journald = Journald::start();
     let t = TestDir::new();
     let dir = journald.dir.to_str().unwrap().to_owned();
-    let batch = |what: &str| {
-        for i in 0..200 {
-            journald.send_message(&format!("{what}-{i}"));
-        }
-        journald.wait_written(&format!("{what}-199"));
-    };
-    batch("a");
+    journald.send_messages("a", 200);
     run_ok(&mut t.collector(&["--directory", &dir, "--from-head", "--once"]));
     let log = t.path().join("collector.log");
     let (mut collector, _notify) = {
@@ -399,7 +382,7 @@ fn a_seal_failing_after_its_rename_leaves_no_segment_behind() {
     // The collector goes on in its old segment: b is committed there.
     let cursor = || std::fs::read_to_string(t.state().join("cursor")).unwrap_or_default();
     let after_a = cursor();
-    batch("b");
+    journald.send_messages("b", 200);
     eventually(std::time::Duration::from_secs(20), "b committed", || {
         cursor() != after_a
     });
@@ -493,15 +476,7 @@ fn a_reread_spanning_several_segments_writes_each_entry_once() {
     // a's rows are in a sealed segment, b's in the next one: a's is lost.
     let segments = t.segments();
     assert!(segments.len() >= 3, "{segments:?}");
-    {
-        use std::io::{Seek, Write};
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&segments[0])
-            .unwrap();
-        f.seek(std::io::SeekFrom::Start(0)).unwrap();
-        f.write_all(&[0x5a; 16384]).unwrap();
-    }
+    overwrite_header(&segments[0]);
     let out = run_ok(&mut t.flush(&[]));
     assert!(
         stderr(&out).contains("read its entries from the journal again"),

@@ -454,6 +454,24 @@ fn busy_minute_file(t: &TestDir) -> std::path::PathBuf {
     t.data().join("busy/2024/03/01/20240301-0000.parquet")
 }
 
+/// Rewrites `file` (300 rows) in row groups of 50 and fills the third with garbage; returns the
+/// rows of the row groups still readable.
+fn damage_row_group(file: &std::path::Path) -> usize {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/damage_row_group.py");
+    let out = run_ok(
+        std::process::Command::new(test_python())
+            .arg(script)
+            .arg(file)
+            .args(["50", "2"]),
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// Guards the rows of a damaged minute file that can still be read: one row group of six is
 /// garbage, and the rewritten minute keeps the other five's rows beside the buffer's.
 #[test]
@@ -462,21 +480,7 @@ fn readable_row_groups_of_a_damaged_file_stay_in_the_archive() {
     synthetic_segment(&t, 1, BUSY_MINUTE, 0, 300);
     run_ok(&mut t.flush(&[]));
     let file = busy_minute_file(&t);
-    let python = test_python();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/damage_row_group.py");
-    let out = run_ok(
-        std::process::Command::new(python)
-            .arg(script)
-            .arg(&file)
-            .args(["50", "2"]),
-    );
-    let readable: usize = String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(readable, 250);
+    assert_eq!(damage_row_group(&file), 250);
 
     // One more entry of that minute arrives: the minute must be merged with the damaged file.
     let open = last_segment_no(&t);
@@ -987,14 +991,7 @@ fn salvaged_rows_survive_a_crash_at_every_step_of_the_rewrite() {
     synthetic_segment(&t, 1, BUSY_MINUTE, 0, 300);
     run_ok(&mut t.flush(&[]));
     let file = busy_minute_file(&t);
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/damage_row_group.py");
-    run_ok(
-        std::process::Command::new(test_python())
-            .arg(script)
-            .arg(&file)
-            .args(["50", "2"]),
-    );
+    assert_eq!(damage_row_group(&file), 250);
     let open = last_segment_no(&t);
     synthetic_segment(&t, open + 1, BUSY_MINUTE, 1000, 1);
     for fault in [

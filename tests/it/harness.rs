@@ -198,6 +198,15 @@ pub fn test_python() -> String {
     std::env::var("JP_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
+/// Overwrites the first 16 KiB of a DuckDB file: its header is gone, and DuckDB says the file is
+/// not a database.
+pub fn overwrite_header(path: &Path) {
+    use std::io::{Seek, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+    f.write_all(&[0x5a; 16384]).unwrap();
+}
+
 /// Runs a command to completion, with its output captured.
 /// Every path under `dir` (directories after their contents); nothing when `dir` is missing.
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -597,6 +606,14 @@ impl Journald {
         let sock = UnixDatagram::unbound().unwrap();
         sock.send_to(&payload, self.runtime_dir().join("socket"))
             .expect("send to journald");
+    }
+
+    /// Sends `PREFIX-0` … `PREFIX-{n-1}` and waits until journald has written the last.
+    pub fn send_messages(&self, prefix: &str, n: usize) {
+        for i in 0..n {
+            self.send_message(&format!("{prefix}-{i}"));
+        }
+        self.wait_written(&format!("{prefix}-{}", n - 1));
     }
 
     pub fn send_message(&self, message: &str) {

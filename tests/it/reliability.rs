@@ -714,12 +714,6 @@ fn damaged_or_deleted_buffer_is_replaced_and_nothing_is_lost() {
             }
             journald.wait_written(&format!("{what}-299"));
         };
-        let overwrite_header = |path: &Path| {
-            use std::io::{Seek, Write};
-            let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-            f.seek(std::io::SeekFrom::Start(0)).unwrap();
-            f.write_all(&[0x5a; 16384]).unwrap();
-        };
         batch("flushed");
         run_ok(&mut t.collector(&["--directory", &dir, "--from-head", "--once"]));
         final_flush(&t);
