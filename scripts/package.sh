@@ -24,6 +24,9 @@ target=$CARGO_TARGET_DIR
 # The man pages and completions, from the clap definitions and the config reference.
 rm -rf "$target/release/docs"
 "$target/release/jp-gen-docs" "$target/release/docs"
+# Man pages are installed compressed (Debian policy 12.1, Fedora's packaging guidelines); -n
+# leaves the name and time out, so the same page gives the same bytes.
+gzip -9n "$target/release/docs/man/"*
 inputs=(Cargo.toml Cargo.lock README.md LICENSE units packaging "$target/release/journal-parquet"
   "$target/release/jp-flush" "$target/release/docs")
 # The inputs' content, not their mtimes: CI works on a fresh clone, where every file is new.

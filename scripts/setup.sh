@@ -43,10 +43,11 @@ if ! journald_listens; then
 fi
 
 # The package tests: systemd-nspawn boots a Debian 12 guest (debootstrap makes it, zstd caches
-# it), rpm reads and installs the .rpm, dpkg-deb reads the .deb. Rootfs images are built once per
+# it), rpm reads and installs the .rpm, dpkg-deb reads the .deb, lintian and rpmlint check both
+# against the distributions' rules. Rootfs images are built once per
 # machine into $JP_E2E_CACHE (about a minute each) and reused by every run.
 if [[ ${1:-} == --for-tests ]]; then
-  install_missing systemd-container debootstrap rpm zstd
+  install_missing systemd-container debootstrap rpm zstd lintian rpmlint
   for image in bookworm:"" bookworm-rpm:rpm; do
     name=${image%%:*} extra=${image#*:}
     if [[ ! -e $JP_E2E_CACHE/$name.tar.zst ]]; then

@@ -52,10 +52,10 @@ const PACKAGE_FILES: [(&str, &str); 25] = [
     ("/usr/share/doc/journal-parquet/LICENSE", "644"),
     ("/usr/share/doc/journal-parquet/README.md", "644"),
     ("/usr/share/doc/journal-parquet/upload.env.example", "644"),
-    ("/usr/share/man/man8/journal-parquet.8", "644"),
-    ("/usr/share/man/man8/journal-parquet-query.8", "644"),
-    ("/usr/share/man/man8/jp-flush.8", "644"),
-    ("/usr/share/man/man5/journal-parquet.conf.5", "644"),
+    ("/usr/share/man/man8/journal-parquet.8.gz", "644"),
+    ("/usr/share/man/man8/journal-parquet-query.8.gz", "644"),
+    ("/usr/share/man/man8/jp-flush.8.gz", "644"),
+    ("/usr/share/man/man5/journal-parquet.conf.5.gz", "644"),
     (
         "/usr/share/bash-completion/completions/journal-parquet",
         "644",
@@ -353,7 +353,10 @@ fn deb_holds_the_expected_files_and_scripts() {
         .collect();
     files.sort();
     // cargo-deb adds the Debian copyright file made from LICENSE.
-    let expected = expected_files(&["644 /usr/share/doc/journal-parquet/copyright"]);
+    let expected = expected_files(&[
+        "644 /usr/share/doc/journal-parquet/copyright",
+        "644 /usr/share/doc/journal-parquet/changelog.Debian.gz",
+    ]);
     assert_same_lines(&format!("{}", deb.display()), &expected, &files);
 
     let field = |name: &str| {
@@ -771,6 +774,39 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
         "deb end-to-end: {:.0} s in all, markers in Parquet {:.0} s after the last was logged",
         started.elapsed().as_secs_f64(),
         waited.as_secs_f64()
+    );
+}
+
+/// Guards the packages against the distributions' rules: lintian finds no error and no warning
+/// in the .deb, rpmlint none in the .rpm, but for the tags that do not apply, each named with its
+/// reason in `packaging/debian/lintian.suppress` and `packaging/rpm/rpmlint.toml`.
+#[test]
+fn packages_pass_lintian_and_rpmlint() {
+    let suppress = manifest_dir().join("packaging/debian/lintian.suppress");
+    let out = run(Command::new("lintian")
+        .arg("--suppress-tags-from-file")
+        .arg(&suppress)
+        .arg(package("deb")));
+    let tags: Vec<String> = stdout(&out)
+        .lines()
+        .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        out.status.success() && tags.is_empty(),
+        "lintian: {tags:#?}\n{}",
+        stderr(&out)
+    );
+    let config = manifest_dir().join("packaging/rpm/rpmlint.toml");
+    let out = run(Command::new("rpmlint")
+        .arg("-c")
+        .arg(&config)
+        .arg(package("rpm")));
+    let text = stdout(&out);
+    assert!(
+        out.status.success() && text.contains("0 errors, 0 warnings"),
+        "rpmlint: {text}\n{}",
+        stderr(&out)
     );
 }
 
