@@ -3,6 +3,6 @@
 fn main() -> std::process::ExitCode {
     let dir = std::env::args_os().nth(1).unwrap_or_else(|| "docs".into());
     journal_parquet::exit_with("jp-gen-docs", || {
-        journal_parquet::docs::write_all(dir.as_ref())
+        journal_parquet::config::docs::write_all(dir.as_ref())
     })
 }

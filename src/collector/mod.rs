@@ -21,15 +21,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::buffer::handoff::{Listener, Peer};
+use crate::buffer::segment::CollectorState;
 use crate::config::{CollectorArgs, Settings};
 use crate::flush::Report;
-use crate::handoff::{Listener, Peer};
+use crate::journal::position::{FirstStart, Position};
+use crate::journal::streams::Streams;
 use crate::journal::Source;
-use crate::position::{FirstStart, Position};
-use crate::row::Batch;
-use crate::segment::CollectorState;
-use crate::service;
-use crate::streams::Streams;
+use crate::schema::row::Batch;
+use crate::sys::service;
 
 use reader::{Fill, Limits, Reader};
 use resume::Found;
@@ -129,7 +129,7 @@ impl Collector {
     /// Writes the collector's metrics file (every `metrics::WRITE_EVERY`, and at stop). A file
     /// that cannot be written is logged, never a reason to stop reading.
     fn write_metrics(&mut self) {
-        use crate::metrics::{label, Kind, Metrics};
+        use crate::sys::metrics::{label, Kind, Metrics};
         self.metrics_written = Instant::now();
         let mut m = Metrics::default();
         let (r, w) = (&self.reader, &self.writer);
@@ -207,7 +207,10 @@ impl Collector {
             .map(|(unit, n)| (format!("unit=\"{}\"", label(unit)), *n as f64))
             .collect();
         m.add(Kind::Counter, "journald_suppressed_total", "Messages journald's rate limit threw away, by unit (its \"Suppressed N messages\" lines).", &suppressed);
-        if let Err(e) = m.write(&self.settings.metrics_dir, crate::metrics::COLLECTOR_FILE) {
+        if let Err(e) = m.write(
+            &self.settings.metrics_dir,
+            crate::sys::metrics::COLLECTOR_FILE,
+        ) {
             log::warn!(
                 "{}: the metrics are not up to date",
                 crate::sys::duckdb::chain_text(&e)
@@ -382,7 +385,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         "journal-parquet",
     )?;
 
-    crate::layout::make_private_dir(&settings.state_dir)
+    crate::sys::files::make_private_dir(&settings.state_dir)
         .context("cannot use the state directory")?;
     let _lock = resume::lock_state_dir(&settings.state_dir)?;
     let buffer = settings.buffer();
@@ -477,7 +480,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         settings,
         reader: Reader::new(journal, filter),
         writer,
-        batch: Batch::new(crate::layout::local_host_dir()),
+        batch: Batch::new(crate::archive::layout::local_host_dir()),
         pending_since: None,
         caught_up_at: None,
         status: Status::default(),
@@ -555,7 +558,7 @@ fn main_loop(
         if c.status.is_stale() {
             c.refresh_status(false);
         }
-        if c.metrics_written.elapsed() >= crate::metrics::WRITE_EVERY {
+        if c.metrics_written.elapsed() >= crate::sys::metrics::WRITE_EVERY {
             c.write_metrics();
         }
         if let Some(every) = c.settings.flush_every {
@@ -626,7 +629,7 @@ fn main_loop(
             if let Some(due) = c.status.due_in() {
                 t = t.min(due);
             }
-            t = t.min(crate::metrics::WRITE_EVERY.saturating_sub(c.metrics_written.elapsed()));
+            t = t.min(crate::sys::metrics::WRITE_EVERY.saturating_sub(c.metrics_written.elapsed()));
             if let Some(every) = c.settings.flush_every {
                 t = t.min(every.saturating_sub(last_flush.elapsed()));
             }

@@ -4,10 +4,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::filter::Filter;
-use crate::metrics::JOURNALD_DROPPED;
-use crate::row::{Batch, EntryMeta, Fields};
-use crate::streams::Streams;
+use crate::journal::filter::Filter;
+use crate::journal::streams::Streams;
+use crate::schema::row::{Batch, EntryMeta, Fields};
+use crate::sys::metrics::JOURNALD_DROPPED;
 
 /// How large the batch in hand may grow before it must be committed.
 #[derive(Debug, Clone, Copy)]

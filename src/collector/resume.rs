@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use nix::fcntl::Flock;
 
+use crate::buffer::segment::{is_damaged, CollectorState, Segment};
 use crate::buffer::Buffer;
 use crate::config::Settings;
-use crate::layout::try_lock;
-use crate::position::{parse_cursor, read_state_file, Position, SavedState};
-use crate::segment::{is_damaged, CollectorState, Segment};
+use crate::journal::position::{parse_cursor, read_state_file, Position, SavedState};
+use crate::sys::files::try_lock;
 
 /// One collector per state directory. jp-flush holds the same lock for a moment when it seals
 /// the last segment of a stopped collector: wait that long.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::service;
+use crate::sys::service;
 
 /// How often STATUS= is refreshed at most.
 pub const STATUS_EVERY: Duration = Duration::from_secs(2);

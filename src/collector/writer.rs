@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use duckdb::arrow::record_batch::RecordBatch;
 
+use crate::buffer::segment::{CollectorState, Segment, ROW_GROUP_ROWS};
 use crate::buffer::Buffer;
-use crate::position::{write_state_file, Position, SavedState};
-use crate::segment::{CollectorState, Segment, ROW_GROUP_ROWS};
+use crate::journal::position::{write_state_file, Position, SavedState};
 
 /// Who holds the open segment.
 enum Slot {

@@ -174,6 +174,32 @@ pub fn aside_name(path: &Path) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(&name))
 }
 
+/// Renames a damaged file to `NAME.damaged-UNIXTIME` beside it, durably: kept for inspection,
+/// out of the way of a new file of the same name. Returns the new name.
+pub fn set_aside(path: &Path) -> Result<PathBuf> {
+    let aside = aside_name(path);
+    rename_durably(path, &aside)
+        .with_context(|| format!("failed to set the damaged {} aside", path.display()))?;
+    Ok(aside)
+}
+
+/// Takes the exclusive lock on `path` (created if missing) without waiting: None while another
+/// process holds it. The lock goes with the returned file.
+pub fn try_lock(path: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e).with_context(|| format!("failed to lock {}", path.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::journal::position::{describe_jump, entries_between, parse_cursor};
+use crate::journal::position::{FirstStart, Position};
 use crate::journal::{file_header, Journal, Source};
-use crate::position::{describe_jump, entries_between, parse_cursor};
-use crate::position::{FirstStart, Position};
 
 /// At most how often a directory is looked at again after it changed (a burst of renames is one
 /// rescan).

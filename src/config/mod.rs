@@ -7,6 +7,8 @@
 //! archive where the service does, not into /tmp/data. An unknown key or a bad
 //! value in the config file is an error naming the file and the key (exit 78, EX_CONFIG).
 
+pub mod docs;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,11 +18,11 @@ use clap::Parser;
 use log::LevelFilter;
 use serde::Deserialize;
 
+use crate::archive::retention::Retention;
 use crate::buffer::Buffer;
-use crate::filter::{Filter, GLOB_KEYS};
+use crate::journal::filter::{Filter, GLOB_KEYS};
+use crate::journal::position::FirstStart;
 use crate::journal::Source;
-use crate::position::FirstStart;
-use crate::retention::Retention;
 
 /// The config file read when `--config` is not given; a missing default file means defaults.
 pub const DEFAULT_CONFIG: &str = "/etc/journal-parquet/config.toml";
@@ -584,7 +586,7 @@ impl Settings {
         }
         let journal_reopen_entries = file
             .journal_reopen_entries
-            .unwrap_or(crate::streams::REOPEN_EVERY);
+            .unwrap_or(crate::journal::streams::REOPEN_EVERY);
         if !(1..=100_000_000).contains(&journal_reopen_entries) {
             return Err(bad("journal_reopen_entries", "must be between 1 and 100000000").into());
         }
@@ -627,7 +629,7 @@ impl Settings {
             text.map(|t| parse(&t).ok_or_else(|| fail(&t))).transpose()
         }
         let span = |key: &str, text| {
-            parsed(text, crate::retention::parse_span, |t| {
+            parsed(text, crate::archive::retention::parse_span, |t| {
                 bad(
                     key,
                     &format!("{t:?} is not a time span such as \"400d\" or \"12h\""),
@@ -635,7 +637,7 @@ impl Settings {
             })
         };
         let size = |key: &str, text| {
-            parsed(text, crate::retention::parse_size, |t| {
+            parsed(text, crate::archive::retention::parse_size, |t| {
                 bad(
                     key,
                     &format!("{t:?} is not a size such as \"50G\" or \"512M\""),

@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use nix::fcntl::Flock;
 
 use crate::buffer::Buffer;
-use crate::layout::try_lock;
+use crate::sys::files::try_lock;
 
 const SEAL: &str = "seal";
 const SEALED: &str = "sealed";
@@ -241,7 +241,7 @@ pub fn acquire(state_dir: &Path, buffer: &Buffer, handoff_timeout: Duration) -> 
                     let open = match buffer.seal_without_collector() {
                         // The collector sets a damaged last segment aside when it starts; the
                         // sealed ones below it can be flushed meanwhile.
-                        Err(e) if crate::segment::is_damaged(&e) => {
+                        Err(e) if crate::buffer::segment::is_damaged(&e) => {
                             log::warn!(
                                 "{}: left for the collector to replace",
                                 crate::sys::duckdb::chain_text(&e)

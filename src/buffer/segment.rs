@@ -15,8 +15,8 @@ use anyhow::{bail, Context, Result};
 use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::{params, Connection, OptionalExt};
 
-use crate::position::Position;
-use crate::row::COLUMNS;
+use crate::journal::position::Position;
+use crate::schema::row::COLUMNS;
 
 /// Bumped when the tables change shape; an older file is upgraded or refused, never misread.
 /// 3: one file per segment, `segment_meta`; no commit numbers or restart points (a segment's

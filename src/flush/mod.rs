@@ -20,15 +20,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use duckdb::Connection;
 
+use crate::archive::layout::{minute_file, MINUTE_USEC};
+use crate::buffer::handoff::{self, Lease};
+use crate::buffer::segment::{duckdb_config, is_damaged, read_collector_state, CollectorState};
 use crate::buffer::Buffer;
 use crate::config::{FlushArgs, Settings};
-use crate::handoff::{self, Lease};
-use crate::layout::{make_private_dir, minute_file, sync_dir, MINUTE_USEC};
-use crate::row::{cast_columns, BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA};
-use crate::segment::{duckdb_config, is_damaged, read_collector_state, CollectorState};
-use crate::service;
+use crate::schema::row::{cast_columns, BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA};
 use crate::sys::duckdb::{chain_text, quote};
 use crate::sys::fault;
+use crate::sys::files::{make_private_dir, sync_dir};
+use crate::sys::service;
 
 /// How many sealed segments are attached at once. Each attached DuckDB file keeps some blocks of
 /// its own in memory: hundreds of them (a backlog of failed flushes, a storm of killed ones) did
@@ -48,7 +49,7 @@ pub struct Report {
     /// Rows left in the sealed segments after the export (minutes not complete yet).
     pub rows_left: u64,
     /// What retention deleted after the export.
-    pub retention: crate::retention::Deleted,
+    pub retention: crate::archive::retention::Deleted,
     /// The oldest minute (µs) that still has rows in the sealed segments after the export, or
     /// that was held back as not complete: retention keeps its file and every later one.
     pub keep_from: Option<i64>,
@@ -195,7 +196,7 @@ impl Attached {
             _ => format!(
                 "{}; CREATE TEMP TABLE collector_state (cursor VARCHAR, at_head BOOLEAN,
                  watermark TIMESTAMP, gaps_total UBIGINT, updated_at TIMESTAMP);",
-                crate::segment::journal_logs_ddl("temp.journal_logs")
+                crate::buffer::segment::journal_logs_ddl("temp.journal_logs")
             ),
         };
         self.conn
@@ -715,7 +716,7 @@ fn export_lease(settings: &Settings, buffer: &Buffer, lease: &Lease, all: bool) 
 fn apply_retention(
     settings: &Settings,
     keep_from: Option<i64>,
-) -> Result<crate::retention::Deleted> {
+) -> Result<crate::archive::retention::Deleted> {
     let r = &settings.retention;
     if r.is_off() {
         return Ok(Default::default());
@@ -725,7 +726,8 @@ fn apply_retention(
     let keep_from = keep_from.map_or(this_minute, |k| k.min(this_minute));
     let warned = settings.state_dir.join("retention-foreign");
     let upload = upload_state(&settings.state_dir)?;
-    let d = crate::retention::apply(&settings.data_dir, r, keep_from, now, &warned, upload)?;
+    let d =
+        crate::archive::retention::apply(&settings.data_dir, r, keep_from, now, &warned, upload)?;
     if d.waiting_for_upload > 0 {
         log::warn!(
             "retention keeps {} minute files it would delete, because jp-upload has not copied \
@@ -753,8 +755,8 @@ fn apply_retention(
 /// started. That copy took every minute file then in the tree; the hour of margin covers a file
 /// written before the copy started but renamed into place after the copy listed its directory
 /// (the same margin as the script's own `--max-age`).
-fn upload_state(state_dir: &Path) -> Result<crate::retention::Upload> {
-    use crate::retention::Upload;
+fn upload_state(state_dir: &Path) -> Result<crate::archive::retention::Upload> {
+    use crate::archive::retention::Upload;
     if !state_dir.join(UPLOAD_ENABLED).exists() {
         return Ok(Upload::Off);
     }
@@ -803,21 +805,21 @@ fn update_catalogue(settings: &Settings) {
     if !settings.data_dir.exists() {
         return;
     }
-    match crate::views::ensure_catalogue(&settings.data_dir) {
-        Ok(crate::views::Catalogue::Written) => {
+    match crate::archive::views::ensure_catalogue(&settings.data_dir) {
+        Ok(crate::archive::views::Catalogue::Written) => {
             log::info!(
                 "wrote the catalogue {}",
                 settings
                     .data_dir
-                    .join(crate::views::CATALOGUE_FILE)
+                    .join(crate::archive::views::CATALOGUE_FILE)
                     .display()
             )
         }
-        Ok(crate::views::Catalogue::Busy) => log::debug!(
+        Ok(crate::archive::views::Catalogue::Busy) => log::debug!(
             "the catalogue is held open for writing by another process; checked again next run"
         ),
-        Ok(crate::views::Catalogue::UpToDate) => {}
-        Ok(crate::views::Catalogue::NothingYet) => {
+        Ok(crate::archive::views::Catalogue::UpToDate) => {}
+        Ok(crate::archive::views::Catalogue::NothingYet) => {
             log::debug!(
                 "no minute file in the archive yet: the catalogue is written after the first"
             )
@@ -875,7 +877,7 @@ fn error_kind(e: &anyhow::Error) -> &'static str {
 /// Writes jp-flush's metrics file: its counters carried on from the previous file plus this
 /// run's. Never fails the run: a file that cannot be written is logged.
 fn write_metrics(settings: &Settings, result: &Result<Report>, took: Duration) {
-    use crate::metrics::{read_samples, Kind, Metrics, FLUSH_FILE};
+    use crate::sys::metrics::{read_samples, Kind, Metrics, FLUSH_FILE};
     let before = read_samples(&settings.metrics_dir.join(FLUSH_FILE));
     let was = |key: &str| {
         before

@@ -9,8 +9,8 @@ use duckdb::arrow::array::{
 use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use duckdb::arrow::record_batch::RecordBatch;
 
+use crate::archive::layout::{host_dir, MINUTE_USEC};
 use crate::journal::id128_hex;
-use crate::layout::{host_dir, MINUTE_USEC};
 
 /// The columns of `journal_logs` and of the Parquet files, in order: name, DuckDB type, and
 /// whether the column can be NULL. Parquet files mark the same columns OPTIONAL in every file,
@@ -81,7 +81,8 @@ pub const WHOLE_ENTRY_SQL: &str = "json_merge_patch(json_merge_patch('{}', json_
     '_MACHINE_ID', machine_id, '_TRANSPORT', transport,
     '_SOURCE_REALTIME_TIMESTAMP', epoch_us(source_timestamp)::VARCHAR)), fields)";
 
-/// Journal fields promoted to typed columns; the slot is the index into `Promoted::first`.
+/// Journal fields promoted to typed columns; a field's slot is its index here, and into the
+/// `first` and `count` arrays of `Batch::push`.
 const PROMOTED: &[&[u8]] = &[
     b"_HOSTNAME",
     b"MESSAGE",
@@ -778,7 +779,7 @@ mod tests {
 
     #[test]
     fn the_readme_shows_the_whole_entry_sql() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         assert!(
             readme.contains(WHOLE_ENTRY_SQL),
             "README.md must show row::WHOLE_ENTRY_SQL as it is"

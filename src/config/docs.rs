@@ -12,7 +12,7 @@ use clap::CommandFactory;
 use crate::config::{CollectorArgs, FlushArgs};
 
 /// The config reference, every key with its comment and default.
-const CONFIG_REFERENCE: &str = include_str!("../packaging/config.toml");
+const CONFIG_REFERENCE: &str = include_str!("../../packaging/config.toml");
 
 /// The exit statuses both programs document (see `exit_with`).
 const EXIT_STATUS: &[(&str, &str)] = &[

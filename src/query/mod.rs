@@ -12,11 +12,11 @@ use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use duckdb::{AccessMode, Connection};
 
+use crate::archive::layout::{host_dir, minute_file, MINUTE_USEC};
+use crate::archive::views::{arrange, create_views, journal_select, quote, sql_error, Files};
+use crate::buffer::handoff::{self, Lease};
 use crate::config::{QueryArgs, QueryFormat, Settings, Usage};
-use crate::handoff::{self, Lease};
-use crate::layout::{host_dir, minute_file, MINUTE_USEC};
-use crate::row::cast_columns;
-use crate::views::{arrange, create_views, journal_select, quote, sql_error, Files};
+use crate::schema::row::cast_columns;
 
 /// Where the packaged service keeps its state (`StateDirectory=journal-parquet`): an operator's
 /// shell has no `$STATE_DIRECTORY`, and `./state` would be the wrong archive.

@@ -68,8 +68,8 @@ impl Metrics {
 
     /// Writes the file `name` in `dir` atomically (0644: node_exporter runs as its own user).
     pub fn write(&self, dir: &Path, name: &str) -> Result<()> {
-        crate::layout::make_private_dir(dir)?;
-        crate::position::write_atomically(&dir.join(name), self.text.as_bytes(), 0o644)
+        super::files::make_private_dir(dir)?;
+        super::files::write_atomically(&dir.join(name), self.text.as_bytes(), 0o644)
     }
 }
 

@@ -17,7 +17,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 const MAX_PLAIN: usize = 64;
@@ -112,34 +111,6 @@ pub fn minute_file(data_dir: &Path, host_dir: &str, minute_usec: i64) -> PathBuf
         .join(t.format("%m").to_string())
         .join(t.format("%d").to_string())
         .join(t.format("%Y%m%d-%H%M.parquet").to_string())
-}
-
-pub use crate::sys::files::{make_private_dir, sync_dir};
-
-/// Renames a damaged file to `NAME.damaged-UNIXTIME` beside it, durably: kept for inspection,
-/// out of the way of a new file of the same name. Returns the new name.
-pub fn set_aside(path: &Path) -> Result<PathBuf> {
-    let aside = crate::sys::files::aside_name(path);
-    crate::sys::files::rename_durably(path, &aside)
-        .with_context(|| format!("failed to set the damaged {} aside", path.display()))?;
-    Ok(aside)
-}
-
-/// Takes the exclusive lock on `path` (created if missing) without waiting: None while another
-/// process holds it. The lock goes with the returned file.
-pub fn try_lock(path: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
-    use nix::fcntl::{Flock, FlockArg};
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("failed to open {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(lock)),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => Err(e).with_context(|| format!("failed to lock {}", path.display())),
-    }
 }
 
 /// The machine's own host name, used for entries without `_HOSTNAME`.

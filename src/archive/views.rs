@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use duckdb::{AccessMode, Connection, OptionalExt};
 
-use crate::row::{cast_columns, BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA, WHOLE_ENTRY_SQL};
+use crate::schema::row::{
+    cast_columns, BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA, WHOLE_ENTRY_SQL,
+};
 
 /// The catalogue's name under DATA.
 pub const CATALOGUE_FILE: &str = "journal.duckdb";
@@ -215,7 +217,7 @@ pub fn ensure_catalogue(data_dir: &Path) -> Result<Catalogue> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e.context(format!("failed to write the catalogue {}", path.display())));
     }
-    crate::layout::sync_dir(&data_dir)?;
+    crate::sys::files::sync_dir(&data_dir)?;
     Ok(Catalogue::Written)
 }
 

@@ -27,9 +27,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use duckdb::OptionalExt;
 
-use crate::layout::{make_private_dir, sync_dir};
-use crate::position::{write_atomically, Position};
-use crate::segment::{duckdb_config, CollectorState, Segment, META_DDL, SCHEMA_VERSION};
+use crate::buffer::segment::{duckdb_config, CollectorState, Segment, META_DDL, SCHEMA_VERSION};
+use crate::journal::position::{write_atomically, Position};
+use crate::sys::files::{make_private_dir, sync_dir};
 
 /// The buffer directory, and the memory limit its segments are opened with.
 #[derive(Debug, Clone)]
@@ -165,7 +165,7 @@ impl Buffer {
     /// inspection; returns its new name.
     pub fn set_aside(&self, no: u64) -> Result<PathBuf> {
         let path = self.segment_path(no);
-        let aside = crate::layout::set_aside(&path)?;
+        let aside = crate::sys::files::set_aside(&path)?;
         let wal = Self::wal(&path);
         if wal.exists() {
             crate::sys::files::rename_durably(&wal, &Self::wal(&aside))
@@ -263,8 +263,8 @@ impl Buffer {
         let context = || format!("failed to adopt the earlier buffer {}", legacy.display());
         let config = duckdb_config(&self.memory_limit).with_context(context)?;
         let conn = duckdb::Connection::open_with_flags(legacy, config).with_context(context)?;
-        let state =
-            crate::segment::read_collector_state(&conn, "collector_state").with_context(context)?;
+        let state = crate::buffer::segment::read_collector_state(&conn, "collector_state")
+            .with_context(context)?;
         let rows: u64 = conn
             .query_row("SELECT count(*) FROM journal_logs", [], |r| r.get(0))
             .with_context(context)?;

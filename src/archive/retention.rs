@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::layout::MINUTE_USEC;
+use crate::archive::layout::MINUTE_USEC;
 
 /// The three limits; each None: off (the default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -275,7 +275,7 @@ fn warn_foreign(foreign: &[PathBuf], warned: &Path) {
             .join(", ")
     );
     let text: String = now.iter().map(|s| format!("{s}\n")).collect();
-    if let Err(e) = crate::position::write_atomically(warned, text.as_bytes(), 0o640) {
+    if let Err(e) = crate::sys::files::write_atomically(warned, text.as_bytes(), 0o640) {
         log::debug!(
             "{}: the foreign files will be named again next time",
             crate::sys::duckdb::chain_text(&e)
