@@ -27,7 +27,7 @@ rm -rf "$target/release/docs"
 # Man pages are installed compressed (Debian policy 12.1, Fedora's packaging guidelines); -n
 # leaves the name and time out, so the same page gives the same bytes.
 gzip -9n "$target/release/docs/man/"*
-inputs=(Cargo.toml Cargo.lock README.md LICENSE units packaging "$target/release/journal-parquet"
+inputs=(Cargo.toml Cargo.lock README.md docs LICENSE units packaging "$target/release/journal-parquet"
   "$target/release/jp-flush" "$target/release/docs")
 # The inputs' content, not their mtimes: CI works on a fresh clone, where every file is new.
 digest=$(find "${inputs[@]}" -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)

@@ -4,7 +4,7 @@
 //! `seal`; the collector commits what it has read, closes its segment (no checkpoint: instant),
 //! makes the next one and answers `sealed N`, N being its new segment: every segment below N is
 //! jp-flush's from then on (see `buffer`). The collector goes on reading at once; measured
-//! figures are in the README ("Hand-off").
+//! figures are in docs/design.md ("Hand-off").
 //!
 //! Neither side can block the other: a crashed jp-flush only closes its socket; a crashed or
 //! absent collector leaves no listener, and jp-flush seals the last segment itself, under the

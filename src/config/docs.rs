@@ -69,7 +69,7 @@ const FILES: &[(&str, &str)] = &[
 
 const SEE_ALSO: &str = "journal-parquet(8), journal-parquet-query(8), jp-flush(8), \
     journal-parquet.conf(5), journalctl(1), systemd.journal-fields(7), \
-    /usr/share/doc/journal-parquet/README.md";
+    /usr/share/doc/journal-parquet/guide.md";
 
 fn escape(text: &str) -> String {
     // roff: a leading . or ' starts a request; \ starts an escape.

@@ -298,7 +298,7 @@ pub struct Settings {
     pub max_batch_entries: usize,
     pub max_batch_bytes: usize,
     pub duckdb_memory_limit: String,
-    /// DuckDB's memory limit while writing Parquet: sorting and buffering a row group of a busy
+    /// DuckDB's memory limit while writing Parquet: buffering a row group of a busy
     /// minute needs more than appending.
     pub flush_memory_limit: String,
     pub flush_threads: u32,
@@ -569,7 +569,7 @@ impl Settings {
         if !valid_memory_limit(&duckdb_memory_limit) {
             return Err(bad("duckdb_memory_limit", "must look like 256MB or 1GB").into());
         }
-        // Enough for a 2M-entry minute (sorts spill to STATE/buffer.duckdb.tmp beyond it); keeps
+        // Enough for a 2M-entry minute (a merge's anti join spills to STATE/flush.tmp beyond it); keeps
         // jp-flush under 256 MiB of RSS on the benchmark.
         let flush_memory_limit = file.flush_memory_limit.unwrap_or_else(|| "192MB".into());
         if !valid_memory_limit(&flush_memory_limit) {

@@ -779,10 +779,10 @@ mod tests {
 
     #[test]
     fn the_readme_shows_the_whole_entry_sql() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/design.md");
         assert!(
             readme.contains(WHOLE_ENTRY_SQL),
-            "README.md must show row::WHOLE_ENTRY_SQL as it is"
+            "docs/design.md must show row::WHOLE_ENTRY_SQL as it is"
         );
     }
 

@@ -31,7 +31,7 @@ fn instance(unit: &str) -> String {
 }
 
 /// Every file both packages install, with its mode: the one list, as the tests expect it.
-const PACKAGE_FILES: [(&str, &str); 25] = [
+const PACKAGE_FILES: [(&str, &str); 26] = [
     ("/etc/journal-parquet/config.toml", "644"),
     ("/usr/bin/journal-parquet", "755"),
     ("/usr/bin/jp-flush", "755"),
@@ -51,6 +51,7 @@ const PACKAGE_FILES: [(&str, &str); 25] = [
     ("/usr/lib/sysusers.d/journal-parquet.conf", "644"),
     ("/usr/share/doc/journal-parquet/LICENSE", "644"),
     ("/usr/share/doc/journal-parquet/README.md", "644"),
+    ("/usr/share/doc/journal-parquet/guide.md", "644"),
     ("/usr/share/doc/journal-parquet/upload.env.example", "644"),
     ("/usr/share/man/man8/journal-parquet.8.gz", "644"),
     ("/usr/share/man/man8/journal-parquet-query.8.gz", "644"),
