@@ -1,151 +1,30 @@
 //! `journal-parquet query [SQL]`: SQL over the archive in an embedded DuckDB, with the views of
 //! `views` over the minute files that `--since`, `--until` and `--host` leave (pruned by path,
-//! before any file is opened), and with `--live` the rows not flushed yet.
+//! before any file is opened: `scope`), and with `--live` the rows not flushed yet (`live`),
+//! printed as the user asked (`output`).
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use duckdb::arrow::array::Array;
-use duckdb::arrow::record_batch::RecordBatch;
-use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use duckdb::{AccessMode, Connection};
 
-use crate::archive::layout::{host_dir, minute_file, MINUTE_USEC};
+use crate::archive::layout::host_dir;
 use crate::archive::views::{arrange, create_views, journal_select, quote, sql_error, Files};
-use crate::buffer::handoff::{self, Lease};
 use crate::config::{QueryArgs, QueryFormat, Settings, Usage};
-use crate::schema::row::cast_columns;
+
+mod live;
+mod output;
+mod scope;
+
+use live::attach_buffer;
+use output::{copy_out, print_table};
+pub use scope::{minute_files, Scope};
 
 /// Where the packaged service keeps its state (`StateDirectory=journal-parquet`): an operator's
 /// shell has no `$STATE_DIRECTORY`, and `./state` would be the wrong archive.
 const PACKAGED_STATE_DIR: &str = "/var/lib/journal-parquet";
-
-/// Which minute files a query reads: the hosts (directory names; empty for all) and the minutes
-/// that overlap `[since, until)` (µs).
-#[derive(Debug, Default, Clone)]
-pub struct Scope {
-    pub hosts: Vec<String>,
-    pub since: Option<i64>,
-    pub until: Option<i64>,
-}
-
-impl Scope {
-    /// The rows' own filter, for the minutes at the edges of the range.
-    fn row_filter(&self) -> Option<String> {
-        let mut terms = Vec::new();
-        if let Some(s) = self.since {
-            terms.push(format!("timestamp >= make_timestamp({s})"));
-        }
-        if let Some(u) = self.until {
-            terms.push(format!("timestamp < make_timestamp({u})"));
-        }
-        (!terms.is_empty()).then(|| terms.join(" AND "))
-    }
-
-    /// Whether `[first_usec, end_usec)` (a year, month, day or minute) overlaps the range.
-    fn overlaps(&self, first_usec: i64, end_usec: i64) -> bool {
-        self.since.is_none_or(|s| end_usec > s) && self.until.is_none_or(|u| first_usec < u)
-    }
-}
-
-/// The µs of 00:00 UTC on y-m-d, None for no such day.
-fn day_usec(y: i32, m: u32, d: u32) -> Option<i64> {
-    chrono::NaiveDate::from_ymd_opt(y, m, d)
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp_micros())
-}
-
-/// The entries of `dir` whose names parse as a number of `width` digits, sorted.
-fn numbered(dir: &Path, width: usize) -> Result<Vec<(u32, PathBuf)>> {
-    let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("failed to list {}", dir.display())),
-    };
-    for e in entries {
-        let e = e.with_context(|| format!("failed to list {}", dir.display()))?;
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.len() == width && name.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(n) = name.parse() {
-                out.push((n, e.path()));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The minute files under `data_dir` in `scope`, oldest first within each host. Whole years,
-/// months and days outside the range are skipped by their directory names, unopened.
-pub fn minute_files(data_dir: &Path, scope: &Scope) -> Result<Vec<PathBuf>> {
-    let mut hosts: Vec<PathBuf> = Vec::new();
-    let listing = std::fs::read_dir(data_dir)
-        .with_context(|| format!("failed to list the archive {}", data_dir.display()))?;
-    for e in listing {
-        let e = e.with_context(|| format!("failed to list {}", data_dir.display()))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let wanted = scope.hosts.is_empty() || scope.hosts.contains(&name);
-        if wanted && !name.starts_with('.') && e.path().is_dir() {
-            hosts.push(e.path());
-        }
-    }
-    hosts.sort();
-    let mut files = Vec::new();
-    for host in hosts {
-        for (y, ydir) in numbered(&host, 4)? {
-            let y = y as i32;
-            let (Some(a), Some(b)) = (day_usec(y, 1, 1), day_usec(y + 1, 1, 1)) else {
-                continue;
-            };
-            if !scope.overlaps(a, b) {
-                continue;
-            }
-            for (m, mdir) in numbered(&ydir, 2)? {
-                let next = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                let (Some(a), Some(b)) = (day_usec(y, m, 1), day_usec(next.0, next.1, 1)) else {
-                    continue;
-                };
-                if !scope.overlaps(a, b) {
-                    continue;
-                }
-                for (d, ddir) in numbered(&mdir, 2)? {
-                    let Some(a) = day_usec(y, m, d) else { continue };
-                    if !scope.overlaps(a, a + 1440 * MINUTE_USEC) {
-                        continue;
-                    }
-                    let prefix = format!("{y:04}{m:02}{d:02}-");
-                    let mut day: Vec<(i64, PathBuf)> = Vec::new();
-                    for e in std::fs::read_dir(&ddir)
-                        .with_context(|| format!("failed to list {}", ddir.display()))?
-                    {
-                        let e = e.with_context(|| format!("failed to list {}", ddir.display()))?;
-                        let name = e.file_name();
-                        let Some(hhmm) = name
-                            .to_str()
-                            .and_then(|n| n.strip_prefix(&prefix))
-                            .and_then(|n| n.strip_suffix(".parquet"))
-                            .filter(|n| n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit()))
-                        else {
-                            continue;
-                        };
-                        let (h, min): (i64, i64) = (hhmm[..2].parse()?, hhmm[2..].parse()?);
-                        let start = a + (h * 60 + min) * MINUTE_USEC;
-                        if scope.overlaps(start, start + MINUTE_USEC) {
-                            day.push((start, e.path()));
-                        }
-                    }
-                    day.sort();
-                    files.extend(day.into_iter().map(|(_, p)| p));
-                }
-            }
-        }
-    }
-    Ok(files)
-}
 
 /// Where the SQL came from, for error messages.
 enum SqlSource {
@@ -352,158 +231,4 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// CSV, JSON lines or Parquet on standard output, written by DuckDB's COPY into a private
-/// scratch file first: DuckDB opens a COPY target with O_TRUNC, which would wipe the file that
-/// `>>` appends standard output to.
-fn copy_out(conn: &Connection, sql: &str, format: QueryFormat, scratch: &Path) -> Result<()> {
-    let options = match format {
-        QueryFormat::Csv => "FORMAT csv, HEADER true",
-        QueryFormat::Json => "FORMAT json",
-        QueryFormat::Parquet => "FORMAT parquet, COMPRESSION zstd",
-        QueryFormat::Table => unreachable!("printed by print_table"),
-    };
-    if format == QueryFormat::Parquet && std::io::stdout().is_terminal() {
-        return Err(Usage("--format parquet writes binary: redirect it to a file".into()).into());
-    }
-    let result = scratch.join("result");
-    conn.execute_batch(&format!(
-        "COPY ({sql}) TO {} ({options})",
-        quote(&result.to_string_lossy())
-    ))
-    .map_err(sql_error)?;
-    let mut file = std::fs::File::open(&result)
-        .with_context(|| format!("failed to read the result {}", result.display()))?;
-    std::io::copy(&mut file, &mut std::io::stdout().lock())
-        .context("failed to write the result to standard output")?;
-    Ok(())
-}
-
-/// A plain text table: a header, a rule, one line a row, columns padded to their widest value.
-fn print_table(conn: &Connection, sql: &str) -> Result<()> {
-    let mut statement = conn.prepare(sql).map_err(sql_error)?;
-    let batches: Vec<RecordBatch> = statement.query_arrow([]).map_err(sql_error)?.collect();
-    let names: Vec<String> = match batches.first() {
-        Some(b) => b
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect(),
-        None => statement.column_names(),
-    };
-    let options = FormatOptions::default().with_null("NULL");
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    for batch in &batches {
-        let formatters = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref() as &dyn Array, &options))
-            .collect::<Result<Vec<_>, _>>()?;
-        for i in 0..batch.num_rows() {
-            rows.push(formatters.iter().map(|f| f.value(i).to_string()).collect());
-        }
-    }
-    let mut widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| -> String {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join(" | ").trim_end().to_owned()
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    writeln!(out, "{}", line(&names))?;
-    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    writeln!(out, "{}", rule.join("-+-"))?;
-    for row in &rows {
-        writeln!(out, "{}", line(row))?;
-    }
-    writeln!(
-        out,
-        "({} row{})",
-        rows.len(),
-        if rows.len() == 1 { "" } else { "s" }
-    )?;
-    out.flush()?;
-    Ok(())
-}
-
-/// `--live`: has the collector seal its segment, as jp-flush does (it goes on reading at once),
-/// attaches the sealed segments read-only, and gives the SELECT of their rows that `journal`
-/// adds. The lease keeps
-/// jp-flush from taking those segments while the query reads them; a jp-flush that starts
-/// meanwhile waits, and exits 75 for the timer to retry if the query outlasts
-/// `handoff_timeout_sec`.
-fn attach_buffer(
-    conn: &Connection,
-    settings: &Settings,
-    scope: &Scope,
-) -> Result<Option<(Lease, String)>> {
-    let buffer = settings.buffer();
-    if !buffer.dir().exists() {
-        return Ok(None);
-    }
-    let lease = handoff::acquire(&settings.state_dir, &buffer, settings.handoff_timeout)?;
-    let mut parts = Vec::new();
-    for no in lease.sealed(&buffer)? {
-        let alias = format!("s{no}");
-        let path = buffer.segment_path(no);
-        conn.execute_batch(&format!(
-            "ATTACH {} AS {alias} (READ_ONLY)",
-            quote(&path.to_string_lossy())
-        ))
-        .with_context(|| format!("failed to read the buffer's segment {}", path.display()))?;
-        parts.push(format!(
-            "SELECT {} FROM {alias}.journal_logs",
-            cast_columns(true)
-        ));
-    }
-    if parts.is_empty() {
-        return Ok(None);
-    }
-    let mut filter: Vec<String> = scope.row_filter().into_iter().collect();
-    if !scope.hosts.is_empty() {
-        let hosts: Vec<String> = scope.hosts.iter().map(|h| quote(h)).collect();
-        filter.push(format!("host_dir IN ({})", hosts.join(", ")));
-    }
-    let filter = match filter.is_empty() {
-        true => String::new(),
-        false => format!(" WHERE {}", filter.join(" AND ")),
-    };
-    conn.execute_batch(&format!(
-        "CREATE TEMP VIEW buffered AS SELECT * FROM ({}){filter}",
-        parts.join(" UNION ALL ")
-    ))
-    .context("failed to read the buffer")?;
-    // A row can be in the buffer and in its minute file (jp-flush stopped between writing the
-    // file and deleting the rows): the file's copy counts, as jp-flush's next merge decides.
-    let minutes: Vec<(String, i64)> = conn
-        .prepare("SELECT DISTINCT host_dir, epoch_us(minute_key) FROM buffered")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<duckdb::Result<_>>()
-        .context("failed to read the buffer")?;
-    let written: Vec<String> = minutes
-        .iter()
-        .map(|(host, minute)| minute_file(&settings.data_dir, host, *minute))
-        .filter(|p| p.exists())
-        .map(|p| quote(&p.to_string_lossy()))
-        .collect();
-    let new_rows = match written.is_empty() {
-        true => "SELECT * EXCLUDE (host_dir) FROM buffered".to_owned(),
-        false => format!(
-            "SELECT * EXCLUDE (host_dir) FROM buffered WHERE cursor NOT IN \
-             (SELECT cursor FROM read_parquet([{}]))",
-            written.join(", ")
-        ),
-    };
-    Ok(Some((lease, new_rows)))
 }
