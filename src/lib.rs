@@ -11,8 +11,7 @@
 //! - `config`: the settings from flags, the config file and the environment; the man pages;
 //! - `sys`: files, users, DuckDB's errors, systemd, metrics files, fault points.
 //!
-//! `sys` imports no other room. Two imports still run back up, until they move: the collector's
-//! Arrow batch builder lives in `schema::row` (it uses `journal` and `archive::layout`), and
+//! `sys` and `schema` import no other room. One import still runs back up, until it moves:
 //! `config::Settings` builds the `Buffer`, `Source`, `Filter` and `Retention` it configures.
 
 pub mod archive;
@@ -28,7 +27,7 @@ pub mod sys;
 // The paths these modules had before they moved into their rooms, for code outside the crate.
 pub use buffer::{handoff, segment};
 pub use journal::{filter, position, streams};
-pub use schema::row;
+pub use schema::columns as row;
 
 use std::process::ExitCode;
 

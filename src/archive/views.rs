@@ -3,7 +3,7 @@
 //! `DATA/journal.duckdb` that holds them for anyone with the DuckDB CLI.
 //!
 //! Both `journal-parquet query` and the catalogue build their views here, so the two never
-//! differ. The views read files of schema 2 and 3 alike (`row::PARQUET_SCHEMA`): DuckDB unifies
+//! differ. The views read files of schema 2 and 3 alike (`schema::columns::PARQUET_SCHEMA`): DuckDB unifies
 //! their columns by name, and every column is cast to its schema-3 type.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use duckdb::{AccessMode, Connection, OptionalExt};
 
-use crate::schema::row::{
+use crate::schema::columns::{
     cast_columns, BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA, WHOLE_ENTRY_SQL,
 };
 

@@ -16,12 +16,12 @@ use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::{params, Connection, OptionalExt};
 
 use crate::journal::position::Position;
-use crate::schema::row::COLUMNS;
+use crate::schema::columns::COLUMNS;
 
 /// Bumped when the tables change shape; an older file is upgraded or refused, never misread.
 /// 3: one file per segment, `segment_meta`; no commit numbers or restart points (a segment's
 /// start is its restart point).
-/// 4: the column types of Parquet file schema 3 (`row::COLUMNS`). A version-3 segment is still
+/// 4: the column types of Parquet file schema 3 (`schema::columns::COLUMNS`). A version-3 segment is still
 /// read (jp-flush casts every column it exports); the collector seals one instead of writing
 /// rows of the new types into it.
 pub const SCHEMA_VERSION: i32 = 4;
@@ -65,7 +65,7 @@ pub use crate::sys::duckdb::config as duckdb_config;
 /// ones, 7.1 s with no checkpoint at all).
 pub const ROW_GROUP_ROWS: u64 = 122_880;
 
-/// The `CREATE TABLE` of `journal_logs`, derived from `row::COLUMNS`.
+/// The `CREATE TABLE` of `journal_logs`, derived from `schema::columns::COLUMNS`.
 pub fn journal_logs_ddl(table: &str) -> String {
     let columns: Vec<String> = COLUMNS
         .iter()

@@ -9,6 +9,7 @@
 //! Rooms: `reader` reads the journal, `writer` commits and seals, `status` speaks to systemd,
 //! `resume` decides where to start; this module runs the event loop between them.
 
+mod batch;
 mod progress;
 mod reader;
 mod resume;
@@ -28,8 +29,8 @@ use crate::flush::Report;
 use crate::journal::position::{FirstStart, Position};
 use crate::journal::streams::Streams;
 use crate::journal::Source;
-use crate::schema::row::Batch;
 use crate::sys::service;
+use batch::Batch;
 
 use reader::{Fill, Limits, Reader};
 use resume::Found;

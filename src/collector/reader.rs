@@ -4,9 +4,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use crate::collector::batch::Batch;
 use crate::journal::filter::Filter;
 use crate::journal::streams::Streams;
-use crate::schema::row::{Batch, EntryMeta, Fields};
+use crate::schema::entry::{EntryMeta, Fields};
 use crate::sys::metrics::JOURNALD_DROPPED;
 
 /// How large the batch in hand may grow before it must be committed.

@@ -6,7 +6,7 @@ use duckdb::Connection;
 use crate::buffer::segment::{duckdb_config, is_damaged, read_collector_state, CollectorState};
 use crate::buffer::Buffer;
 use crate::config::Settings;
-use crate::schema::row::cast_columns;
+use crate::schema::columns::cast_columns;
 use crate::sys::duckdb::{chain_text, quote};
 use crate::sys::fault;
 

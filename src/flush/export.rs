@@ -13,7 +13,7 @@ use duckdb::Connection;
 use crate::archive::layout::minute_file;
 use crate::buffer::Buffer;
 use crate::config::Settings;
-use crate::schema::row::{BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA};
+use crate::schema::columns::{BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA};
 use crate::sys::duckdb::quote;
 use crate::sys::fault;
 use crate::sys::files::{make_private_dir, sync_dir};

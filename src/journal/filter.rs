@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 
-use crate::schema::row::Fields;
+use crate::schema::entry::Fields;
 
 /// The filter keys of the config file, each a list of globs (or a number), all off by default.
 /// Written once: parsing, `--check-config` and the shipped config's test take their names here.

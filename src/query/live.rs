@@ -8,7 +8,7 @@ use crate::archive::layout::minute_file;
 use crate::archive::views::quote;
 use crate::buffer::handoff::{self, Lease};
 use crate::config::Settings;
-use crate::schema::row::cast_columns;
+use crate::schema::columns::cast_columns;
 
 /// `--live`: has the collector seal its segment, as jp-flush does (it goes on reading at once),
 /// attaches the sealed segments read-only, and gives the SELECT of their rows that `journal`

@@ -1,4 +1,6 @@
-//! The columns of an entry: the buffer's table, the Parquet schema, the Arrow batch the collector
-//! builds, and the journalctl JSON form of a whole entry (`row`).
+//! The shape of an entry: its columns in the buffer and in Parquet (`columns`), the entry as it is
+//! read (`entry`), and journalctl's JSON form of its fields (`json`).
 
-pub mod row;
+pub mod columns;
+pub mod entry;
+pub mod json;

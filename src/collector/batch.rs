@@ -1,5 +1,5 @@
-//! One journal entry → one row of `journal_logs`: the lossless `fields` JSON and the typed columns
-//! promoted from it. The same columns, in the same order, make up every Parquet file.
+//! One journal entry → one row of the collector's next batch: the lossless `fields` JSON and the
+//! typed columns promoted from it, as Arrow column builders in `schema::columns` order.
 
 use std::sync::Arc;
 
@@ -11,75 +11,9 @@ use duckdb::arrow::record_batch::RecordBatch;
 
 use crate::archive::layout::{host_dir, MINUTE_USEC};
 use crate::journal::id128_hex;
-
-/// The columns of `journal_logs` and of the Parquet files, in order: name, DuckDB type, and
-/// whether the column can be NULL. Parquet files mark the same columns OPTIONAL in every file,
-/// whatever the data (see `flush::select_list`).
-///
-/// These are the types of file schema 3 (`PARQUET_SCHEMA`), chosen so that every engine takes
-/// the files as they are: no unsigned integers (Iceberg, Delta, Athena and Trino have none),
-/// `pid`/`uid`/`gid` as BIGINT (a `_UID` is any uint32, 4294967294 included), and `fields` as
-/// plain UTF-8 text rather than DuckDB's JSON type, whose Parquet JSON annotation pyiceberg's
-/// `add_files` refuses, Polars reads as binary and chDB turns into a type where LIKE fails. JSON
-/// functions take the text as it is (`fields->>'$.NAME'` in DuckDB); the README has the measured
-/// table of both choices.
-pub const COLUMNS: &[(&str, &str, bool)] = &[
-    ("timestamp", "TIMESTAMP", false),
-    ("minute_key", "TIMESTAMP", false),
-    ("hostname", "VARCHAR", true),
-    ("cursor", "VARCHAR", false),
-    ("fields", "VARCHAR", false),
-    ("message", "VARCHAR", true),
-    ("priority", "INTEGER", true),
-    ("syslog_identifier", "VARCHAR", true),
-    ("systemd_unit", "VARCHAR", true),
-    ("pid", "BIGINT", true),
-    ("uid", "BIGINT", true),
-    ("gid", "BIGINT", true),
-    ("comm", "VARCHAR", true),
-    ("exe", "VARCHAR", true),
-    ("boot_id", "VARCHAR", false),
-    ("machine_id", "VARCHAR", true),
-    ("transport", "VARCHAR", true),
-    ("monotonic_usec", "BIGINT", false),
-    ("source_timestamp", "TIMESTAMP", true),
-    // Buffer only, not exported: the entry's directory under DATA (see `layout`), computed once at
-    // ingest so that jp-flush can group rows by it.
-    ("host_dir", "VARCHAR", false),
-];
-
-/// The version of the Parquet files' schema, written into each file's key-value metadata as
-/// `journal_parquet_schema`. 2: `priority` UTINYINT, `pid`/`uid`/`gid` INTEGER, `monotonic_usec`
-/// UBIGINT, `fields` JSON; 3: the types above. Readers take both (`views::journal_select`).
-pub const PARQUET_SCHEMA: u32 = 3;
-
-/// The buffer columns that are not written to Parquet.
-pub const BUFFER_ONLY_COLUMNS: &[&str] = &["host_dir"];
-
-/// The columns as a select list, each cast to its type above, so that rows of an earlier schema
-/// (a segment or a file of schema 2) come out in the current types. With `buffer_only`, the
-/// columns that are not exported too.
-pub fn cast_columns(buffer_only: bool) -> String {
-    COLUMNS
-        .iter()
-        .filter(|(name, _, _)| buffer_only || !BUFFER_ONLY_COLUMNS.contains(name))
-        .map(|(name, ty, _)| format!("CAST(\"{name}\" AS {ty}) AS \"{name}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A DuckDB expression of a `journal_logs` or Parquet row that gives the whole entry as
-/// `journalctl -o json --all` prints it: the columns that hold a field exactly, overlaid with
-/// `fields` (which holds every other field, and a promoted field whenever its column does not
-/// hold it exactly). The inner `json_merge_patch` drops the NULL columns. The README shows it.
-pub const WHOLE_ENTRY_SQL: &str = "json_merge_patch(json_merge_patch('{}', json_object(
-    '__CURSOR', cursor, '__REALTIME_TIMESTAMP', epoch_us(timestamp)::VARCHAR,
-    '__MONOTONIC_TIMESTAMP', monotonic_usec::VARCHAR, '_BOOT_ID', boot_id,
-    '_HOSTNAME', hostname, 'MESSAGE', message, 'PRIORITY', priority::VARCHAR,
-    'SYSLOG_IDENTIFIER', syslog_identifier, '_SYSTEMD_UNIT', systemd_unit,
-    '_PID', pid::VARCHAR, '_UID', uid::VARCHAR, '_GID', gid::VARCHAR, '_COMM', comm, '_EXE', exe,
-    '_MACHINE_ID', machine_id, '_TRANSPORT', transport,
-    '_SOURCE_REALTIME_TIMESTAMP', epoch_us(source_timestamp)::VARCHAR)), fields)";
+use crate::schema::columns::COLUMNS;
+use crate::schema::entry::{EntryMeta, Fields};
+use crate::schema::json::{encode_json, printable_text, realtime_fits};
 
 /// Journal fields promoted to typed columns; a field's slot is its index here, and into the
 /// `first` and `count` arrays of `Batch::push`.
@@ -111,256 +45,6 @@ const EXE: usize = 9;
 const MACHINE_ID: usize = 10;
 const TRANSPORT: usize = 11;
 const SOURCE_REALTIME: usize = 12;
-
-/// What the journal says about an entry outside its data objects.
-pub struct EntryMeta<'a> {
-    pub cursor: &'a str,
-    pub realtime_usec: u64,
-    pub monotonic_usec: u64,
-    pub boot_id: [u8; 16],
-}
-
-/// The data objects of one entry, copied out of libsystemd's mmap into one reusable buffer.
-#[derive(Default)]
-pub struct Fields {
-    bytes: Vec<u8>,
-    /// (start, position of '=' or end, end) of each `NAME=value` in `bytes`.
-    spans: Vec<(usize, usize, usize)>,
-}
-
-impl Fields {
-    pub fn clear(&mut self) {
-        self.bytes.clear();
-        self.spans.clear();
-    }
-
-    pub fn push(&mut self, raw: &[u8]) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(raw);
-        // A data object without '=' is malformed; it is kept as a name with an empty value.
-        let eq = raw.iter().position(|&b| b == b'=').unwrap_or(raw.len());
-        self.spans.push((start, start + eq, start + raw.len()));
-    }
-
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.spans.iter().map(|&(s, eq, e)| {
-            let value = if eq < e {
-                &self.bytes[eq + 1..e]
-            } else {
-                &[][..]
-            };
-            (&self.bytes[s..eq], value)
-        })
-    }
-
-    pub fn byte_len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// Keeps only the fields whose name `keep` accepts.
-    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
-        let bytes = &self.bytes;
-        self.spans.retain(|&(s, eq, _)| keep(&bytes[s..eq]));
-    }
-}
-
-/// systemd's `utf8_is_printable()`: what journalctl prints as a JSON string rather than as an
-/// array of byte values. Valid UTF-8, no control characters but TAB and newline, no C1 controls,
-/// no non-characters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF). Returns `value` as text when it is
-/// printable, validating the bytes once.
-fn printable_text(value: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(value).ok()?;
-    let printable = if text.is_ascii() {
-        text.bytes()
-            .all(|b| b >= b' ' && b != 0x7f || b == b'\t' || b == b'\n')
-    } else {
-        text.chars().all(|c| {
-            let u = c as u32;
-            !((u < 0x20 && c != '\t' && c != '\n')
-                || (0x7f..=0x9f).contains(&u)
-                || (0xfdd0..=0xfdef).contains(&u)
-                || (u & 0xfffe) == 0xfffe)
-        })
-    };
-    printable.then_some(text)
-}
-
-fn push_json_string(out: &mut String, text: &str) {
-    out.push('"');
-    let mut last = 0;
-    for (i, b) in text.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\t' => "\\t",
-            b'\r' => "\\r",
-            0..=0x1f | 0x7f => {
-                out.push_str(&text[last..i]);
-                out.push_str(&format!("\\u{b:04x}"));
-                last = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
-        out.push_str(&text[last..i]);
-        out.push_str(escape);
-        last = i + 1;
-    }
-    out.push_str(&text[last..]);
-    out.push('"');
-}
-
-fn push_json_value(out: &mut String, value: &[u8]) {
-    if let Some(text) = printable_text(value) {
-        push_json_string(out, text);
-    } else {
-        out.push('[');
-        for (i, b) in value.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let mut buf = [0u8; 3];
-            let digits = if *b >= 100 {
-                buf = [b'0' + b / 100, b'0' + b / 10 % 10, b'0' + b % 10];
-                &buf[..]
-            } else if *b >= 10 {
-                buf[0] = b'0' + b / 10;
-                buf[1] = b'0' + b % 10;
-                &buf[..2]
-            } else {
-                buf[0] = b'0' + b;
-                &buf[..1]
-            };
-            // Digits are ASCII.
-            out.push_str(std::str::from_utf8(digits).unwrap_or_default());
-        }
-        out.push(']');
-    }
-}
-
-/// Encodes the fields of an entry that its columns do not hold exactly (see `Batch::push`), the
-/// way `journalctl -o json --all` encodes them: one key per field name (in order of first
-/// appearance) whose value is a string for printable UTF-8, an array of byte values otherwise, and
-/// an array of such values for a repeated name. The entry's address (`__CURSOR`,
-/// `__MONOTONIC_TIMESTAMP`, the header's `_BOOT_ID`) is always in its columns, never here;
-/// `__REALTIME_TIMESTAMP` is here only when `timestamp` cannot hold it.
-/// Field names are written as they are when they are UTF-8 without a `%` (every name journald
-/// accepts: `[A-Z0-9_]`); any other name (possible in files written by other tools) is written
-/// percent-encoded, every byte outside `[A-Za-z0-9_]` as `%XX`, so that no name is lost or
-/// merged with another: a key with a `%` is an encoded one (`field_name_key`).
-/// `boot_hex` is `meta.boot_id` in hex; `in_columns` lists the names left out.
-pub fn encode_json(
-    meta: &EntryMeta,
-    boot_hex: &str,
-    fields: &Fields,
-    in_columns: &[&[u8]],
-    out: &mut String,
-) {
-    out.clear();
-    out.push('{');
-    if !realtime_fits(meta.realtime_usec) {
-        out.push_str(&format!(
-            "\"__REALTIME_TIMESTAMP\":\"{}\"",
-            meta.realtime_usec
-        ));
-    }
-    // `monotonic_usec` is a BIGINT (no engine takes unsigned columns): the rare value beyond it
-    // saturates there and is kept exactly here.
-    if i64::try_from(meta.monotonic_usec).is_err() {
-        if out.len() > 1 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            "\"__MONOTONIC_TIMESTAMP\":\"{}\"",
-            meta.monotonic_usec
-        ));
-    }
-
-    // Group repeated names, keeping journal order. Entries have ~25 fields, so a linear scan over
-    // the distinct names beats hashing; huge entries (thousands of fields) fall back to a map.
-    let all: Vec<(&[u8], &[u8])> = fields
-        .iter()
-        // journalctl prints _BOOT_ID once, from the entry header (our `boot_id`); a differing
-        // value is kept.
-        .filter(|(n, v)| !(*n == b"_BOOT_ID" && *v == boot_hex.as_bytes()))
-        .filter(|(n, _)| !in_columns.contains(n))
-        .collect();
-    let mut names: Vec<(&[u8], Vec<usize>)> = Vec::new();
-    if all.len() <= 64 {
-        for (i, (name, _)) in all.iter().enumerate() {
-            match names.iter_mut().find(|(n, _)| n == name) {
-                Some((_, idx)) => idx.push(i),
-                None => names.push((name, vec![i])),
-            }
-        }
-    } else {
-        let mut slot: std::collections::HashMap<&[u8], usize> = Default::default();
-        for (i, (name, _)) in all.iter().enumerate() {
-            match slot.get(name) {
-                Some(&k) => names[k].1.push(i),
-                None => {
-                    slot.insert(name, names.len());
-                    names.push((name, vec![i]));
-                }
-            }
-        }
-    }
-    for (name, idx) in &names {
-        if out.len() > 1 {
-            out.push(',');
-        }
-        push_json_string(out, &field_name_key(name));
-        out.push(':');
-        if idx.len() == 1 {
-            push_json_value(out, all[idx[0]].1);
-        } else {
-            out.push('[');
-            for (k, &i) in idx.iter().enumerate() {
-                if k > 0 {
-                    out.push(',');
-                }
-                push_json_value(out, all[i].1);
-            }
-            out.push(']');
-        }
-    }
-    out.push('}');
-}
-
-/// The JSON key for a field name: the name itself when it is UTF-8 without `%`, else the name
-/// percent-encoded (reversible: decode the `%XX` of any key that has a `%`).
-pub fn field_name_key(name: &[u8]) -> std::borrow::Cow<'_, str> {
-    match std::str::from_utf8(name) {
-        Ok(text) if !text.contains('%') => std::borrow::Cow::Borrowed(text),
-        _ => {
-            let mut key = String::with_capacity(name.len() * 3);
-            for &b in name {
-                if b.is_ascii_alphanumeric() || b == b'_' {
-                    key.push(b as char);
-                } else {
-                    key.push_str(&format!("%{b:02X}"));
-                }
-            }
-            std::borrow::Cow::Owned(key)
-        }
-    }
-}
-
-/// Whether `timestamp` holds an entry's realtime exactly: TIMESTAMP is signed, and its largest
-/// value means infinity. A realtime past year 294247 cannot occur; it saturates, and `fields`
-/// keeps the exact one.
-fn realtime_fits(usec: u64) -> bool {
-    usec < i64::MAX as u64
-}
 
 /// Whether a number's text is how the number prints itself (`7`, `-7`, `0`; not `07`, `+7`,
 /// `-0`), so that its column gives back the same bytes. Checked on the bytes, without printing
@@ -629,6 +313,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::json::field_name_key;
 
     fn fields(items: &[&[u8]]) -> Fields {
         let mut f = Fields::default();
@@ -775,15 +460,6 @@ mod tests {
             assert!(kept.get(name).is_some(), "{name} in {kept}");
         }
         assert!(kept.get("_SOURCE_REALTIME_TIMESTAMP").is_some());
-    }
-
-    #[test]
-    fn the_readme_shows_the_whole_entry_sql() {
-        let readme = include_str!("../../docs/design.md");
-        assert!(
-            readme.contains(WHOLE_ENTRY_SQL),
-            "docs/design.md must show row::WHOLE_ENTRY_SQL as it is"
-        );
     }
 
     #[test]
