@@ -472,19 +472,25 @@ fn damage_row_group(file: &std::path::Path) -> usize {
         .unwrap()
 }
 
+/// A busy minute of 300 rows written, then one of its six row groups made garbage (250 rows stay
+/// readable), then one more entry of that minute in the buffer: the minute must be merged with
+/// the damaged file. Returns the file.
+fn damaged_minute_and_one_more_entry(t: &TestDir) -> std::path::PathBuf {
+    synthetic_segment(t, 1, BUSY_MINUTE, 0, 300);
+    run_ok(&mut t.flush(&[]));
+    let file = busy_minute_file(t);
+    assert_eq!(damage_row_group(&file), 250);
+    let open = last_segment_no(t);
+    synthetic_segment(t, open + 1, BUSY_MINUTE, 1000, 1);
+    file
+}
+
 /// Guards the rows of a damaged minute file that can still be read: one row group of six is
 /// garbage, and the rewritten minute keeps the other five's rows beside the buffer's.
 #[test]
 fn readable_row_groups_of_a_damaged_file_stay_in_the_archive() {
     let t = TestDir::new();
-    synthetic_segment(&t, 1, BUSY_MINUTE, 0, 300);
-    run_ok(&mut t.flush(&[]));
-    let file = busy_minute_file(&t);
-    assert_eq!(damage_row_group(&file), 250);
-
-    // One more entry of that minute arrives: the minute must be merged with the damaged file.
-    let open = last_segment_no(&t);
-    synthetic_segment(&t, open + 1, BUSY_MINUTE, 1000, 1);
+    damaged_minute_and_one_more_entry(&t);
     let out = run_ok(&mut t.flush(&[]));
     let err = stderr(&out);
     assert!(
@@ -988,12 +994,7 @@ fn segments_of_the_previous_version_are_sealed_and_flushed_after_an_upgrade() {
 fn salvaged_rows_survive_a_crash_at_every_step_of_the_rewrite() {
     use std::os::unix::process::ExitStatusExt;
     let t = TestDir::new();
-    synthetic_segment(&t, 1, BUSY_MINUTE, 0, 300);
-    run_ok(&mut t.flush(&[]));
-    let file = busy_minute_file(&t);
-    assert_eq!(damage_row_group(&file), 250);
-    let open = last_segment_no(&t);
-    synthetic_segment(&t, open + 1, BUSY_MINUTE, 1000, 1);
+    let file = damaged_minute_and_one_more_entry(&t);
     for fault in [
         "flush-minute-before-copy",
         "flush-minute-before-copy:error",
