@@ -13,6 +13,7 @@ mod batch;
 mod progress;
 mod reader;
 mod resume;
+mod seals;
 mod status;
 mod writer;
 
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::buffer::handoff::{Listener, Peer};
+use crate::buffer::handoff::Listener;
 use crate::buffer::segment::CollectorState;
 use crate::config::{CollectorArgs, Settings};
 use crate::flush::Report;
@@ -34,6 +35,7 @@ use batch::Batch;
 
 use reader::{Fill, Limits, Reader};
 use resume::Found;
+use seals::Seals;
 use status::{now_usec, Figures, Status};
 use writer::Writer;
 
@@ -55,12 +57,8 @@ struct Collector {
     /// When reading last found the journal caught up (µs since the epoch); None while behind.
     caught_up_at: Option<i64>,
     status: Status,
-    /// jp-flush processes that asked for a seal not started yet, and those waiting for the seal
-    /// in flight.
-    waiting: Vec<Peer>,
-    sealing: Vec<Peer>,
-    /// When the seal being waited for was asked for.
-    asked_at: Option<Instant>,
+    /// Who asked for a seal, and whether it runs.
+    seals: Seals,
     /// The longest the reader waited for a seal (on the commit thread) to finish.
     longest_stall: Duration,
     /// `--flush-every`: the export running beside the collector, if any.
@@ -302,10 +300,7 @@ impl Collector {
     /// their seal is done.
     fn serve_seals(&mut self) -> Result<()> {
         if let Some(open) = self.writer.take_sealed() {
-            for peer in self.sealing.drain(..) {
-                peer.answer(open);
-            }
-            if let Some(asked) = self.asked_at.take() {
+            if let Some(asked) = self.seals.finished(open) {
                 log::debug!(
                     "sealed the segment below {open}: jp-flush answered {:.1} ms after it asked \
                      (reading went on; longest stall {:.1} ms)",
@@ -315,20 +310,16 @@ impl Collector {
             }
             self.refresh_status(true);
         }
-        if self.waiting.is_empty() || !self.sealing.is_empty() || self.writer.in_flight() {
+        if !self.seals.asked() || self.writer.in_flight() {
             return Ok(());
         }
-        self.asked_at.get_or_insert_with(Instant::now);
         if self.writer.reread_asked()? {
             let open = self.seal()?;
-            for peer in self.waiting.drain(..) {
-                peer.answer(open);
-            }
-            self.asked_at = None;
+            self.seals.done_at_once(open);
             return Ok(());
         }
         self.commit_before_seal(true)?;
-        self.sealing.append(&mut self.waiting);
+        self.seals.started();
         Ok(())
     }
 
@@ -485,9 +476,7 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         pending_since: None,
         caught_up_at: None,
         status: Status::default(),
-        waiting: Vec::new(),
-        sealing: Vec::new(),
-        asked_at: None,
+        seals: Seals::Idle,
         longest_stall: Duration::ZERO,
         background_flush: None,
         progress: None,
@@ -687,7 +676,7 @@ fn main_loop(
         }
         if asked {
             if let Some(peer) = listener.accept() {
-                c.waiting.push(peer);
+                c.seals.ask(peer);
             }
         }
         if journal_woke || caught_up {
