@@ -78,9 +78,28 @@ pub struct Streams {
     read_since_release: u64,
 }
 
+/// Where a stream's entries come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    /// The local journal (the system's, or a namespace's): one stream, merged by libsystemd.
+    Local,
+    /// One stream of a `--directory` source, by its sequence-number ID: its files, read apart
+    /// from the other streams' (sd-journal's merged view skips entries across streams).
+    Directory(String),
+}
+
+impl Origin {
+    /// The sequence-number ID of a directory's stream.
+    fn seqnum_id(&self) -> Option<&str> {
+        match self {
+            Origin::Local => None,
+            Origin::Directory(id) => Some(id),
+        }
+    }
+}
+
 struct Stream {
-    /// The sequence-number ID of a directory's stream (None: the local journal, one stream).
-    id: Option<String>,
+    origin: Origin,
     files: Vec<PathBuf>,
     journal: Journal,
     /// The cursor of the last entry read from this stream; None: nothing yet (it starts at its
@@ -100,9 +119,9 @@ struct Stream {
 
 impl Stream {
     /// A stream with nothing read yet.
-    fn new(id: Option<String>, files: Vec<PathBuf>, journal: Journal) -> Stream {
+    fn new(origin: Origin, files: Vec<PathBuf>, journal: Journal) -> Stream {
         Stream {
-            id,
+            origin,
             inodes: files.iter().filter_map(|f| file_id(f)).collect(),
             files,
             journal,
@@ -127,9 +146,9 @@ impl Stream {
     /// Opens the stream's journal again (its files as they are now) and positions it right
     /// after what was read, or at its head when nothing was.
     fn reopen(&mut self, source: &Source, gaps: &mut Gaps) -> Result<()> {
-        let journal = match &self.id {
-            None => Journal::open(source)?,
-            Some(_) => Journal::open_files(source, &self.files)?,
+        let journal = match &self.origin {
+            Origin::Local => Journal::open(source)?,
+            Origin::Directory(_) => Journal::open_files(source, &self.files)?,
         };
         self.take_up(journal, source, gaps)
     }
@@ -174,7 +193,9 @@ impl Streams {
             // one stream.
             Source::System => {
                 let journal = Journal::open(source)?;
-                streams.streams.push(Stream::new(None, Vec::new(), journal));
+                streams
+                    .streams
+                    .push(Stream::new(Origin::Local, Vec::new(), journal));
             }
             Source::Namespace(_) => {
                 // libsystemd 252 watches the journal roots only for directories named by a bare
@@ -196,7 +217,9 @@ impl Streams {
                 }
                 streams.watch = Some(watch);
                 let journal = Journal::open(source)?;
-                streams.streams.push(Stream::new(None, Vec::new(), journal));
+                streams
+                    .streams
+                    .push(Stream::new(Origin::Local, Vec::new(), journal));
             }
             Source::Directory(dir) => {
                 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -218,7 +241,9 @@ impl Streams {
                 streams.changed = unready;
                 for id in groups.into_keys() {
                     if let Some((files, journal)) = streams.open_stream(&id)? {
-                        streams.streams.push(Stream::new(Some(id), files, journal));
+                        streams
+                            .streams
+                            .push(Stream::new(Origin::Directory(id), files, journal));
                     }
                 }
             }
@@ -343,9 +368,9 @@ impl Streams {
                     stream.read = None;
                 }
                 (Some(Position::After(saved)), _) => {
-                    let mine = cursors(saved).find(|c| match &stream.id {
-                        None => true,
-                        Some(id) => c.starts_with(&format!("s={id};")),
+                    let mine = cursors(saved).find(|c| match &stream.origin {
+                        Origin::Local => true,
+                        Origin::Directory(id) => c.starts_with(&format!("s={id};")),
                     });
                     match mine {
                         Some(c) => {
@@ -423,12 +448,12 @@ impl Streams {
     /// tried again at the next look at the directory: never a reason to stop.
     fn refresh(&mut self, i: usize) -> Result<bool> {
         let source = self.source.clone();
-        let id = self.streams[i].id.clone();
-        let opened = match &id {
-            None => self.streams[i]
+        let origin = self.streams[i].origin.clone();
+        let opened = match &origin {
+            Origin::Local => self.streams[i]
                 .reopen(&source, &mut self.gaps_found)
                 .map(|()| None),
-            Some(id) => self.open_stream(id).map(Some),
+            Origin::Directory(id) => self.open_stream(id).map(Some),
         };
         let opened = match opened {
             Ok(o) => o,
@@ -445,7 +470,7 @@ impl Streams {
         let Some(opened) = opened else {
             return Ok(true); // the local journal or a namespace: reopened above
         };
-        let id = id.unwrap_or_default();
+        let id = origin.seqnum_id().unwrap_or_default().to_owned();
         match opened {
             Some((files, journal)) => {
                 let stream = &mut self.streams[i];
@@ -471,8 +496,8 @@ impl Streams {
     pub fn backlog(&self) -> u64 {
         let mut total = 0;
         for s in &self.streams {
-            let ends = match &s.id {
-                Some(_) => {
+            let ends = match &s.origin {
+                Origin::Directory(_) => {
                     let headers: Vec<_> = s.files.iter().filter_map(|f| file_header(f)).collect();
                     let head = headers
                         .iter()
@@ -482,7 +507,7 @@ impl Streams {
                     let tail = headers.iter().map(|h| h.tail_entry_seqnum).max();
                     head.zip(tail)
                 }
-                None => self.merged_ends(),
+                Origin::Local => self.merged_ends(),
             };
             let Some((head, tail)) = ends else {
                 continue;
@@ -566,7 +591,7 @@ impl Streams {
         let mut fds: Vec<(RawFd, i16)> = self
             .streams
             .iter()
-            .filter(|s| s.id.is_none())
+            .filter(|s| s.origin == Origin::Local)
             .map(|s| s.journal.poll_fd())
             .collect::<Result<_>>()?;
         if let Some(w) = &self.watch {
@@ -578,7 +603,11 @@ impl Streams {
     /// Lets libsystemd handle what woke the poll, in every stream, and notes changes to the
     /// directory.
     pub fn process(&mut self) -> Result<()> {
-        for s in self.streams.iter_mut().filter(|s| s.id.is_none()) {
+        for s in self
+            .streams
+            .iter_mut()
+            .filter(|s| s.origin == Origin::Local)
+        {
             s.journal.process()?;
         }
         if let Some(w) = &self.watch {
@@ -601,7 +630,7 @@ impl Streams {
     /// The earliest wake-up libsystemd asks for (µs, CLOCK_MONOTONIC), if any.
     pub fn timeout_usec(&self) -> Result<Option<u64>> {
         let mut earliest: Option<u64> = None;
-        for s in self.streams.iter().filter(|s| s.id.is_none()) {
+        for s in self.streams.iter().filter(|s| s.origin == Origin::Local) {
             if let Some(t) = s.journal.timeout_usec()? {
                 earliest = Some(earliest.map_or(t, |e| e.min(t)));
             }
@@ -643,7 +672,8 @@ impl Streams {
         let mut i = 0;
         while i < self.streams.len() {
             let stream = &self.streams[i];
-            let (Some(id), false) = (stream.id.clone(), stream.reopen_pending) else {
+            let (Origin::Directory(id), false) = (stream.origin.clone(), stream.reopen_pending)
+            else {
                 i += 1;
                 continue;
             };
@@ -717,12 +747,12 @@ impl Streams {
         self.changed = unready;
         let source = self.source.clone();
         for stream in &mut self.streams {
-            let now = stream.id.as_ref().and_then(|id| groups.get(id));
+            let now = stream.origin.seqnum_id().and_then(|id| groups.get(id));
             if now != Some(&stream.files) && !stream.reopen_pending {
                 log::debug!(
                     "journal stream {} in {source}: files changed; reopening it once the open \
                      files are read to their end",
-                    stream.id.as_deref().unwrap_or("")
+                    stream.origin.seqnum_id().unwrap_or("")
                 );
                 stream.reopen_pending = true;
             }
@@ -731,7 +761,7 @@ impl Streams {
             let existing = self
                 .streams
                 .iter()
-                .any(|s| s.id.as_deref() == Some(id.as_str()));
+                .any(|s| s.origin.seqnum_id() == Some(id.as_str()));
             match existing {
                 true => {}
                 false => {
@@ -745,7 +775,8 @@ impl Streams {
                     );
                     if let Some((files, mut journal)) = self.open_stream(&id)? {
                         journal.seek_head()?;
-                        self.streams.push(Stream::new(Some(id), files, journal));
+                        self.streams
+                            .push(Stream::new(Origin::Directory(id), files, journal));
                     }
                 }
             }
