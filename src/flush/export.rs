@@ -283,10 +283,10 @@ fn export_minute(
         _ => None,
     };
     fault::point("flush-minute-before-rename")?;
-    fs::rename(&tmp, &final_path).with_context(|| {
+    if let Err(e) = fs::rename(&tmp, &final_path) {
         let _ = fs::remove_file(&tmp);
-        format!("failed to put {} in place", final_path.display())
-    })?;
+        return Err(e).with_context(|| format!("failed to put {} in place", final_path.display()));
+    }
     sync_dir(dir)?;
     if let (Existing::Damaged { kept, why, .. }, Some(aside)) = (&existing, aside) {
         log::warn!(

@@ -117,10 +117,14 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// survive a power loss before its rows leave the buffer.
 pub fn make_private_dir(dir: &Path) -> Result<()> {
     let context = || format!("failed to create {}", dir.display());
+    let not_a_dir = || Err(std::io::Error::from(ErrorKind::NotADirectory)).with_context(context);
+    // The directories missing, up to the first that exists: none on every minute written but the
+    // first of a day, which then costs one stat.
     let mut missing = Vec::new();
     let mut d = dir;
     loop {
-        match std::fs::symlink_metadata(d) {
+        match std::fs::metadata(d) {
+            Ok(m) if missing.is_empty() => return if m.is_dir() { Ok(()) } else { not_a_dir() },
             Ok(_) => break,
             Err(e) if e.kind() == ErrorKind::NotFound => missing.push(d),
             Err(e) => return Err(e).with_context(context),
@@ -142,8 +146,9 @@ pub fn make_private_dir(dir: &Path) -> Result<()> {
             None => sync_dir(Path::new("."))?,
         }
     }
+    // Made meanwhile as something else than a directory.
     if !dir.is_dir() {
-        return Err(std::io::Error::from(ErrorKind::NotADirectory)).with_context(context);
+        return not_a_dir();
     }
     Ok(())
 }
