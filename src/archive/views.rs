@@ -21,7 +21,7 @@ pub const CATALOGUE_FILE: &str = "journal.duckdb";
 /// the 1.5.6 CLI refuses this build's default format, "version number 69").
 const CATALOGUE_STORAGE: &str = "v1.0.0";
 
-pub use crate::sys::duckdb::{quote, sql_error};
+use crate::sys::duckdb::{quote, sql_error};
 
 /// The glob of every minute file under `data_dir`: `HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet`. A file
 /// being written (`.NAME.tmp`) or set aside as damaged (`NAME.damaged-UNIXTIME`) does not end in

@@ -27,8 +27,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use duckdb::OptionalExt;
 
-use crate::buffer::segment::{duckdb_config, CollectorState, Segment, META_DDL, SCHEMA_VERSION};
+use crate::buffer::segment::{CollectorState, Segment, META_DDL, SCHEMA_VERSION};
 use crate::journal::position::{write_atomically, Position};
+use crate::sys::duckdb::config as duckdb_config;
 use crate::sys::files::{make_private_dir, sync_dir};
 
 /// The buffer directory, and the memory limit its segments are opened with.

@@ -241,7 +241,7 @@ pub fn acquire(state_dir: &Path, buffer: &Buffer, handoff_timeout: Duration) -> 
                     let open = match buffer.seal_without_collector() {
                         // The collector sets a damaged last segment aside when it starts; the
                         // sealed ones below it can be flushed meanwhile.
-                        Err(e) if crate::buffer::segment::is_damaged(&e) => {
+                        Err(e) if crate::sys::duckdb::says_database_damaged(&e) => {
                             log::warn!(
                                 "{}: left for the collector to replace",
                                 crate::sys::duckdb::chain_text(&e)

@@ -17,6 +17,7 @@ use duckdb::{params, Connection, OptionalExt};
 
 use crate::journal::position::Position;
 use crate::schema::columns::COLUMNS;
+use crate::sys::duckdb::{config as duckdb_config, says_locked};
 
 /// Bumped when the tables change shape; an older file is upgraded or refused, never misread.
 /// 3: one file per segment, `segment_meta`; no commit numbers or restart points (a segment's
@@ -43,19 +44,6 @@ pub struct Segment {
     path: PathBuf,
     version: i32,
 }
-
-/// True when DuckDB refused the file because another process holds it.
-pub fn is_lock_conflict(err: &anyhow::Error) -> bool {
-    crate::sys::duckdb::says_locked(err)
-}
-
-/// True when DuckDB says the file itself is damaged (not a lock, permission, memory or space
-/// problem, which must never make us give a file up).
-pub fn is_damaged(err: &anyhow::Error) -> bool {
-    crate::sys::duckdb::says_database_damaged(err)
-}
-
-pub use crate::sys::duckdb::config as duckdb_config;
 
 /// DuckDB's row group: a checkpoint compresses and writes each row group changed since the last
 /// one, whole. So the collector commits batches that end on row group boundaries when they can,
@@ -131,8 +119,8 @@ impl Segment {
         segment.close_checkpointed()
     }
 
-    /// Opens an existing segment. A lock conflict is an error that `is_lock_conflict`
-    /// recognises; a damaged file one that `is_damaged` does.
+    /// Opens an existing segment. A lock conflict is an error that `sys::duckdb::says_locked`
+    /// recognises; a damaged file one that `says_database_damaged` does.
     pub fn open(path: &Path, memory_limit: &str) -> Result<Segment> {
         let config = duckdb_config(memory_limit)
             .with_context(|| format!("failed to configure DuckDB for {}", path.display()))?;
@@ -165,7 +153,7 @@ impl Segment {
         let mut pause = Duration::from_millis(2);
         loop {
             match Segment::open(path, memory_limit) {
-                Err(e) if is_lock_conflict(&e) && Instant::now() + pause < deadline => {
+                Err(e) if says_locked(&e) && Instant::now() + pause < deadline => {
                     sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use nix::fcntl::Flock;
 
-use crate::buffer::segment::{is_damaged, CollectorState, Segment};
+use crate::buffer::segment::{CollectorState, Segment};
 use crate::buffer::Buffer;
 use crate::config::Settings;
 use crate::journal::position::{parse_cursor, read_state_file, Position, SavedState};
+use crate::sys::duckdb::says_database_damaged;
 use crate::sys::files::try_lock;
 
 /// One collector per state directory. jp-flush holds the same lock for a moment when it seals
@@ -98,7 +99,7 @@ pub fn find_open_segment(settings: &Settings, buffer: &Buffer) -> Result<Found> 
                 state,
             })
         }
-        Err(e) if is_damaged(&e) => {
+        Err(e) if says_database_damaged(&e) => {
             // Its rows are read again from the journal, from where it started; rows already in
             // Parquet or in other segments are dropped as repeats when written.
             let start = buffer.start_of(last)?.or(restart);

@@ -3,11 +3,11 @@
 use anyhow::{Context, Result};
 use duckdb::Connection;
 
-use crate::buffer::segment::{duckdb_config, is_damaged, read_collector_state, CollectorState};
+use crate::buffer::segment::{read_collector_state, CollectorState};
 use crate::buffer::Buffer;
 use crate::config::Settings;
 use crate::schema::columns::cast_columns;
-use crate::sys::duckdb::{chain_text, quote};
+use crate::sys::duckdb::{chain_text, config as duckdb_config, quote, says_database_damaged};
 use crate::sys::fault;
 
 /// How many sealed segments are attached at once. Each attached DuckDB file keeps some blocks of
@@ -75,7 +75,7 @@ impl Attached {
                     alias,
                     reread: reread.unwrap_or(false),
                 }),
-                Err(e) if is_damaged(&e) => {
+                Err(e) if says_database_damaged(&e) => {
                     let _ = conn.execute_batch(&format!("DETACH {alias}"));
                     // The request first: until the segment is out of the way, its rows are still
                     // where the next run finds them, and a crash in between leaves a request

@@ -5,10 +5,10 @@ use duckdb::Connection;
 
 use super::scope::Scope;
 use crate::archive::layout::minute_file;
-use crate::archive::views::quote;
 use crate::buffer::handoff::{self, Lease};
 use crate::config::Settings;
 use crate::schema::columns::cast_columns;
+use crate::sys::duckdb::quote;
 
 /// `--live`: has the collector seal its segment, as jp-flush does (it goes on reading at once),
 /// attaches the sealed segments read-only, and gives the SELECT of their rows that `journal`

@@ -11,8 +11,9 @@ use anyhow::{bail, Context, Result};
 use duckdb::{AccessMode, Connection};
 
 use crate::archive::layout::host_dir;
-use crate::archive::views::{arrange, create_views, journal_select, quote, sql_error, Files};
+use crate::archive::views::{arrange, create_views, journal_select, Files};
 use crate::config::{QueryArgs, QueryFormat, Settings, Usage};
+use crate::sys::duckdb::{quote, sql_error};
 
 mod live;
 mod output;
@@ -221,7 +222,7 @@ fn lock_down(conn: &Connection, settings: &Settings, scratch: &Path, live: bool)
          SET lock_configuration = true;",
         allowed.join(", ")
     ))
-    .map_err(crate::sys::duckdb::sql_error)
+    .map_err(sql_error)
     .context("failed to confine DuckDB to the archive")
 }
 

@@ -9,8 +9,8 @@ use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use duckdb::Connection;
 
-use crate::archive::views::{quote, sql_error};
 use crate::config::{QueryFormat, Usage};
+use crate::sys::duckdb::{quote, sql_error};
 
 /// CSV, JSON lines or Parquet on standard output, written by DuckDB's COPY into a private
 /// scratch file first: DuckDB opens a COPY target with O_TRUNC, which would wipe the file that
