@@ -329,16 +329,7 @@ fn a_flush_killed_between_asking_the_reread_and_setting_aside_loses_nothing() {
     // Sealed (the minute is not complete: nothing is written), with journald's own lines.
     assert!(t.query_u64("SELECT count(*) FROM journal_logs") >= 300);
     let segments = t.segments();
-    let sealed = &segments[segments.len() - 2];
-    {
-        use std::io::{Seek, Write};
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(sealed)
-            .unwrap();
-        f.seek(std::io::SeekFrom::Start(0)).unwrap();
-        f.write_all(&[0x5a; 16384]).unwrap();
-    }
+    overwrite_header(&segments[segments.len() - 2]);
     let out = run(t
         .flush(&[])
         .env("JP_FAULT", "flush-damaged-segment-before-set-aside"));
