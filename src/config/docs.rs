@@ -1,7 +1,8 @@
 //! Man pages and shell completions for the packages, generated from the clap definitions and
-//! from the config reference (`packaging/config.toml`, the file installed as
-//! /etc/journal-parquet/config.toml), so that neither can drift from what the programs accept.
+//! from the config key table (`keys`), so that neither can drift from what the programs accept.
 //! `jp-gen-docs DIR` writes them; scripts/package.sh runs it before building the packages.
+//! `jp-gen-docs --write-sources` rewrites what the checkout holds of the key table (the shipped
+//! `packaging/config.toml` and the guide's table), which unit tests hold in step.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,10 +10,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 
+use crate::config::keys;
 use crate::config::{CollectorArgs, FlushArgs};
-
-/// The config reference, every key with its comment and default.
-const CONFIG_REFERENCE: &str = include_str!("../../packaging/config.toml");
 
 /// The exit statuses both programs document (see `exit_with`).
 const EXIT_STATUS: &[(&str, &str)] = &[
@@ -105,46 +104,6 @@ fn command_page(cmd: clap::Command, name: &'static str) -> Result<String> {
     Ok(out)
 }
 
-/// One key of the config reference: its name, its default line, its comment.
-struct Key {
-    name: String,
-    default: String,
-    text: Vec<String>,
-}
-
-/// The reference's header comment, and its keys with their comments. A block is the comment
-/// lines above one or more `#key = value` lines.
-fn config_keys() -> (Vec<String>, Vec<Key>) {
-    let mut header = Vec::new();
-    let mut keys: Vec<Key> = Vec::new();
-    let mut comment: Vec<String> = Vec::new();
-    let mut in_header = true;
-    for line in CONFIG_REFERENCE.lines() {
-        let bare = line.trim_start_matches('#');
-        let is_key = line.starts_with('#')
-            && bare.split_once(" = ").is_some_and(|(k, _)| {
-                !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-            });
-        if is_key {
-            let (name, _) = bare.split_once(" = ").unwrap_or_default();
-            keys.push(Key {
-                name: name.to_owned(),
-                default: bare.to_owned(),
-                text: std::mem::take(&mut comment),
-            });
-        } else if line.trim().is_empty() {
-            if in_header {
-                header.append(&mut comment);
-                in_header = false;
-            }
-            comment.clear();
-        } else if let Some(text) = line.strip_prefix('#') {
-            comment.push(text.strip_prefix(' ').unwrap_or(text).to_owned());
-        }
-    }
-    (header, keys)
-}
-
 /// Comment lines as roff text; an indented line (a command to type) on a line of its own.
 fn text_lines(out: &mut String, lines: &[String]) {
     for line in lines {
@@ -156,28 +115,46 @@ fn text_lines(out: &mut String, lines: &[String]) {
     }
 }
 
-/// journal-parquet.conf(5), from the config reference.
+/// journal-parquet.conf(5), from the key table.
 fn config_page() -> String {
-    let (header, keys) = config_keys();
     let mut out = format!(
         ".TH JOURNAL-PARQUET.CONF 5 \"\" \"journal-parquet {}\" \"File Formats\"\n\
          .SH NAME\njournal-parquet.conf \\- configuration of journal-parquet and jp-flush\n\
          .SH SYNOPSIS\n/etc/journal-parquet/config.toml\n.SH DESCRIPTION\n",
         env!("CARGO_PKG_VERSION")
     );
-    text_lines(&mut out, header.get(1..).unwrap_or_default());
+    let header: Vec<String> = keys::HEADER.lines().map(str::to_owned).collect();
+    text_lines(&mut out, &header);
     out.push_str(".SH KEYS\n");
-    for key in &keys {
-        let _ = writeln!(out, ".TP\n\\fB{}\\fR", escape(&key.default));
-        text_lines(&mut out, &key.text);
+    for (group, example, text) in keys::reference() {
+        if !group.is_empty() {
+            let _ = writeln!(out, ".PP\n{}", escape(&group));
+        }
+        let _ = writeln!(out, ".TP\n\\fB{}\\fR", escape(&example));
+        text_lines(&mut out, &text);
     }
     let _ = writeln!(out, ".SH \"SEE ALSO\"\n{}", escape(SEE_ALSO));
     out
 }
 
-/// The names of the keys the config reference documents (for tests).
-pub fn documented_keys() -> Vec<String> {
-    config_keys().1.into_iter().map(|k| k.name).collect()
+/// Rewrites, in the checkout at `root`, what is rendered from the key table: the shipped
+/// config and the guide's key table.
+pub fn write_sources(root: &Path) -> Result<()> {
+    let config = root.join("packaging/config.toml");
+    std::fs::write(&config, keys::shipped_config())
+        .with_context(|| format!("failed to write {}", config.display()))?;
+    let guide = root.join("docs/guide.md");
+    let text = std::fs::read_to_string(&guide)
+        .with_context(|| format!("failed to read {}", guide.display()))?;
+    let (start, end) = keys::GUIDE_MARKERS;
+    let (before, rest) = text
+        .split_once(start)
+        .with_context(|| format!("{} lacks the line {start:?}", guide.display()))?;
+    let (_, after) = rest
+        .split_once(end)
+        .with_context(|| format!("{} lacks the line {end:?}", guide.display()))?;
+    let new = format!("{before}{start}{}{end}{after}", keys::guide_table());
+    std::fs::write(&guide, new).with_context(|| format!("failed to write {}", guide.display()))
 }
 
 /// Writes `DIR/man/*.{5,8}` and `DIR/completions/{bash,fish}/*` (for both programs).
@@ -261,12 +238,11 @@ mod tests {
             assert!(text.contains("EXIT STATUS"), "{name}");
         }
         let conf = page("journal-parquet.conf.5");
-        let keys = documented_keys();
-        assert!(keys.len() >= 25, "{keys:?}");
-        for key in keys {
+        for key in keys::KEYS {
             assert!(
-                conf.contains(&format!("\\fB{}", escape(&key))),
-                "conf(5) lacks {key}"
+                conf.contains(&format!("\\fB{}", escape(key.name))),
+                "conf(5) lacks {}",
+                key.name
             );
         }
         let bash =

@@ -9,13 +9,16 @@
 
 pub mod docs;
 
+pub mod keys;
+
 mod args;
-mod file;
 mod settings;
+mod values;
 
 pub use args::*;
-pub use file::DEFAULT_CONFIG;
+pub use keys::GLOB_KEYS;
 pub use settings::*;
+pub use values::{Effective, DEFAULT_CONFIG};
 
 /// The log levels, for the flag, the config key and the environment variable alike.
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -139,5 +142,75 @@ mod tests {
         assert_eq!(s.state_dir, PathBuf::from("/from/flag"));
         assert_eq!(s.data_dir, PathBuf::from("/d"));
         assert_eq!(s.buffer().dir(), Path::new("/from/flag/buffer"));
+    }
+
+    /// Guards the reload rules against drifting from the key table: a reload keeps exactly the
+    /// keys `keys::Change::Restart` marks (in `--check-config`'s output and in the fields the
+    /// programs read), names each of them, and takes every other key's new value.
+    #[test]
+    fn a_reload_keeps_exactly_the_keys_that_need_a_restart() {
+        use keys::{Change, Default, KEYS};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let old = Settings::resolve(&common_with(&path).tap_write("")).unwrap();
+        // Every key set to a value other than its default (or its example).
+        let mut text = String::new();
+        for key in KEYS.iter().filter(|k| k.name != "namespace") {
+            let value = match (key.ty, key.default) {
+                (keys::Type::Integer { min, .. }, _) => (min + 1).to_string(),
+                (keys::Type::Choice(names), _) => format!("{:?}", names[names.len() - 1]),
+                (_, Default::Unset(_)) => key.example.to_owned(),
+                (keys::Type::MemoryLimit, _) => "\"300MB\"".to_owned(),
+                (_, Default::Value(v)) => unreachable!("{}: {v}", key.name),
+            };
+            text += &format!("{} = {value}\n", key.name);
+        }
+        let new = Settings::resolve(&common_with(&path).tap_write(&text)).unwrap();
+        let restart: Vec<&str> = KEYS
+            .iter()
+            .filter(|k| k.change == Change::Restart && k.name != "namespace")
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(old.needs_restart(&new), restart);
+        let reloaded = old.reloaded(new.clone());
+        let line = |s: &Settings, key: &str| {
+            s.to_toml(None)
+                .lines()
+                .find(|l| {
+                    l.starts_with(&format!("{key} = ")) || l.starts_with(&format!("# {key} "))
+                })
+                .unwrap()
+                .to_owned()
+        };
+        for key in KEYS {
+            let want = match key.change {
+                Change::Restart => &old,
+                Change::Reload => &new,
+            };
+            assert_eq!(
+                line(&reloaded, key.name),
+                line(want, key.name),
+                "{}",
+                key.name
+            );
+        }
+        assert_eq!(reloaded.state_dir, old.state_dir);
+        assert_eq!(reloaded.data_dir, old.data_dir);
+        assert_eq!(reloaded.source, old.source);
+        assert_eq!(reloaded.duckdb_memory_limit, old.duckdb_memory_limit);
+        assert_eq!(reloaded.flush_memory_limit, new.flush_memory_limit);
+        assert_eq!(reloaded.commit_interval, new.commit_interval);
+    }
+
+    trait TapWrite {
+        fn tap_write(self, text: &str) -> Self;
+    }
+
+    impl TapWrite for CommonArgs {
+        /// Writes `text` to the config file these arguments name.
+        fn tap_write(self, text: &str) -> Self {
+            std::fs::write(self.config.as_ref().unwrap(), text).unwrap();
+            self
+        }
     }
 }

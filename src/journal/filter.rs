@@ -8,19 +8,9 @@ use std::ffi::CString;
 
 use crate::schema::entry::Fields;
 
-/// The filter keys of the config file, each a list of globs (or a number), all off by default.
-/// Written once: parsing, `--check-config` and the shipped config's test take their names here.
-pub const GLOB_KEYS: [&str; 5] = [
-    "include_units",
-    "exclude_units",
-    "include_identifiers",
-    "exclude_identifiers",
-    "exclude_fields",
-];
-
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// The globs of each of `GLOB_KEYS`, in that order (the text kept for `--check-config`).
+    /// The globs of each list, in the order of the config's `keys::GLOB_KEY_DEFS`.
     globs: [Vec<(String, CString)>; 5],
     /// Keep priorities 0..=this; entries without PRIORITY are kept (see `keeps`).
     pub max_priority: Option<u8>,
@@ -33,7 +23,7 @@ const EXCLUDE_IDENTIFIERS: usize = 3;
 const EXCLUDE_FIELDS: usize = 4;
 
 impl Filter {
-    /// A filter from the lists of `GLOB_KEYS` (in that order); Err: the index of the list with
+    /// A filter from the lists of globs (in the order above); Err: the index of the list with
     /// a bad glob, and why.
     pub fn new(
         lists: [Vec<String>; 5],
@@ -54,25 +44,6 @@ impl Filter {
             globs,
             max_priority,
         })
-    }
-
-    /// This filter with the lists given (non-empty ones, in `GLOB_KEYS` order) in place of its
-    /// own, and `max_priority` when given: the flags of a one-off run beat the config file.
-    pub fn overridden(
-        &self,
-        lists: [Vec<String>; 5],
-        max_priority: Option<u8>,
-    ) -> Result<Filter, (usize, String)> {
-        let merged: [Vec<String>; 5] = std::array::from_fn(|i| match lists[i].is_empty() {
-            true => self.globs(i).map(str::to_owned).collect(),
-            false => lists[i].clone(),
-        });
-        Filter::new(merged, max_priority.or(self.max_priority))
-    }
-
-    /// The globs of key `GLOB_KEYS[i]`, as written.
-    pub fn globs(&self, i: usize) -> impl Iterator<Item = &str> {
-        self.globs[i].iter().map(|(g, _)| g.as_str())
     }
 
     /// Whether no entry is dropped and no field removed.

@@ -312,7 +312,7 @@ fn shipped_config_is_valid_and_documents_every_key() {
         "keep_free",
         "max_priority",
     ];
-    for key in off.iter().chain(journal_parquet::filter::GLOB_KEYS.iter()) {
+    for key in off.iter().chain(journal_parquet::config::GLOB_KEYS.iter()) {
         assert!(
             text.contains(&format!("\n#{key} = ")),
             "{key} is not documented"

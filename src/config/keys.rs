@@ -1,0 +1,580 @@
+//! The config keys: one table, from which the parsing and checking of the file, `--check-config`,
+//! the reload rules, journal-parquet.conf(5), the shipped `packaging/config.toml` and the guide's
+//! key table are derived. Adding a key is one entry here plus its use in `Settings::resolve`
+//! (CONTRIBUTING.md has the checklist); the unit tests below fail while the shipped file or the
+//! guide differ from what this table renders.
+
+use std::fmt::Write as _;
+
+/// What a key's value is, and the rule it must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    /// A directory, as a string.
+    Path,
+    /// A journald namespace name (journald's own rule, see `Settings::resolve`).
+    Namespace,
+    /// An integer in `min..=max`.
+    Integer { min: i64, max: i64 },
+    /// One of these strings.
+    Choice(&'static [&'static str]),
+    /// DuckDB's `memory_limit`, e.g. "256MB".
+    MemoryLimit,
+    /// A time span such as "400d".
+    Span,
+    /// A size such as "50G".
+    Size,
+    /// A list of globs.
+    Globs,
+}
+
+impl Type {
+    /// The TOML type a value must have, as an error names it.
+    pub fn toml_kind(self) -> &'static str {
+        match self {
+            Type::Integer { .. } => "an integer",
+            Type::Globs => "a list of strings",
+            _ => "a string",
+        }
+    }
+
+    /// The rule, as a sentence for the reference (None: the doc text says it).
+    fn rule(self) -> Option<String> {
+        match self {
+            Type::Integer { min, max } => Some(format!("From {min} to {max}.")),
+            Type::Choice(names) => Some(format!("One of {}.", names.join(", "))),
+            _ => None,
+        }
+    }
+}
+
+/// The value a key has when the file does not set it.
+#[derive(Debug, Clone, Copy)]
+pub enum Default {
+    /// This value, as TOML (the example line shows it).
+    Value(&'static str),
+    /// No value; the text says what that means. The example line shows a value to set.
+    Unset(&'static str),
+}
+
+/// When a new value takes effect in a running collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// At `systemctl reload` (jp-flush reads the file at every run anyway).
+    Reload,
+    /// Only at a restart: the buffer and the tree stay where they are open, and the journal
+    /// source stays the one being read.
+    Restart,
+}
+
+/// One config key.
+#[derive(Debug)]
+pub struct Key {
+    pub name: &'static str,
+    pub ty: Type,
+    pub default: Default,
+    /// The value on the example line when there is no default.
+    pub example: &'static str,
+    pub change: Change,
+    /// One line: the guide's table, and the first line of the reference.
+    pub summary: &'static str,
+    /// More lines for the reference (the shipped file and conf(5)), or "".
+    pub more: &'static str,
+    /// A paragraph that opens a group of keys (retention, filters), or "".
+    pub group: &'static str,
+}
+
+impl Key {
+    /// The line the reference shows (commented out in the shipped file): the default, or an
+    /// example.
+    pub fn example_line(&self) -> String {
+        match self.default {
+            Default::Value(v) => format!("{} = {v}", self.name),
+            Default::Unset(_) => format!("{} = {}", self.name, self.example),
+        }
+    }
+
+    /// The reference's text for the key, as lines: what it does, its rule, its default and
+    /// when a change takes effect.
+    fn reference_lines(&self) -> Vec<String> {
+        let mut text = format!("{} {}", self.summary, self.more);
+        if let Some(rule) = self.ty.rule() {
+            text = format!("{text} {rule}");
+        }
+        if let Default::Unset(meaning) = self.default {
+            text = format!("{text} Default: {meaning}.");
+        }
+        if self.change == Change::Restart {
+            text += " A change takes effect at a restart of the collector, not at a reload.";
+        }
+        wrap(&text, 96)
+    }
+}
+
+/// Words of `text` in lines of at most `width` characters.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line += word;
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+macro_rules! keys {
+    ($($id:ident = $key:expr;)*) => {
+        $(pub const $id: Key = $key;)*
+        /// Every key, in the order the reference documents them.
+        pub const KEYS: &[&Key] = &[$(&$id),*];
+    };
+}
+
+keys! {
+    STATE_DIR = Key {
+        name: "state_dir",
+        ty: Type::Path,
+        default: Default::Unset("$STATE_DIRECTORY, which the units set to /var/lib/journal-parquet; else ./state"),
+        example: "\"/var/lib/journal-parquet\"",
+        change: Change::Restart,
+        summary: "Where the buffer (buffer/, DuckDB segments), the journal cursor and the seal socket live.",
+        more: "The units make only /var/lib/journal-parquet writable: another place needs\n\
+               `ReadWritePaths=` in a drop-in for both journal-parquet.service and jp-flush.service\n\
+               (`systemctl edit ...`).",
+        group: "",
+    };
+    DATA_DIR = Key {
+        name: "data_dir",
+        ty: Type::Path,
+        default: Default::Unset("STATE/data whenever the state directory is given (key, flag or $STATE_DIRECTORY), else ./data"),
+        example: "\"/var/lib/journal-parquet/data\"",
+        change: Change::Restart,
+        summary: "Where the Parquet tree is written: DATA/HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet (UTC minutes).",
+        more: "Same `ReadWritePaths=` note as state_dir.",
+        group: "",
+    };
+    JOURNAL_DIRECTORY = Key {
+        name: "journal_directory",
+        ty: Type::Path,
+        default: Default::Unset("the system journal and every user's"),
+        example: "\"/var/log/journal/remote\"",
+        change: Change::Restart,
+        summary: "Read the journal files in this directory (like `journalctl -D DIR`) instead.",
+        more: "",
+        group: "",
+    };
+    NAMESPACE = Key {
+        name: "namespace",
+        ty: Type::Namespace,
+        default: Default::Unset("none (one source: this or journal_directory)"),
+        example: "\"NAME\"",
+        change: Change::Restart,
+        summary: "Read this journald namespace (like `journalctl --namespace NAME`) instead.",
+        more: "What units with LogNamespace=NAME log. One namespace per collector: the template units\n\
+               journal-parquet@NAME.service and jp-flush@NAME.timer archive namespace NAME on their own\n\
+               (state and data in /var/lib/journal-parquet/namespace/NAME), with the other keys of\n\
+               this file.",
+        group: "",
+    };
+    COMMIT_INTERVAL_MS = Key {
+        name: "commit_interval_ms",
+        ty: Type::Integer { min: 10, max: 60_000 },
+        default: Default::Value("1000"),
+        example: "",
+        change: Change::Reload,
+        summary: "The longest an entry waits in memory before it is committed to the buffer, in milliseconds.",
+        more: "Lower means fresher data in the buffer, higher means fewer, larger commits.",
+        group: "",
+    };
+    MAX_BATCH_ENTRIES = Key {
+        name: "max_batch_entries",
+        ty: Type::Integer { min: 1, max: 10_000_000 },
+        default: Default::Value("100000"),
+        example: "",
+        change: Change::Reload,
+        summary: "Commit earlier when the batch in memory holds this many entries.",
+        more: "",
+        group: "",
+    };
+    MAX_BATCH_MIB = Key {
+        name: "max_batch_mib",
+        // A batch becomes Arrow string columns with 32-bit offsets: the `fields` column of one
+        // batch holds every field of its entries and must stay below 2 GiB, with room for the
+        // JSON quoting that makes it larger than the fields read.
+        ty: Type::Integer { min: 1, max: 1024 },
+        default: Default::Value("24"),
+        example: "",
+        change: Change::Reload,
+        summary: "... or when it holds this many MiB of field data (two batches are in memory at once: one being read, one being committed).",
+        more: "",
+        group: "",
+    };
+    DUCKDB_MEMORY_LIMIT = Key {
+        name: "duckdb_memory_limit",
+        ty: Type::MemoryLimit,
+        // Measured on a 1M-entry backfill: 256MB → 464 MiB peak RSS, 128MB → 367 MiB for 7% more
+        // time; the rest is the batches in hand (two: one filling, one committing).
+        default: Default::Value("\"128MB\""),
+        example: "",
+        change: Change::Restart,
+        summary: "DuckDB's memory_limit for the collector (e.g. \"256MB\", \"1GB\").",
+        more: "",
+        group: "",
+    };
+    FLUSH_MEMORY_LIMIT = Key {
+        name: "flush_memory_limit",
+        ty: Type::MemoryLimit,
+        // Enough for a 2M-entry minute (a merge's anti join spills to STATE/flush.tmp beyond it);
+        // keeps jp-flush under 256 MiB of RSS on the benchmark.
+        default: Default::Value("\"192MB\""),
+        example: "",
+        change: Change::Reload,
+        summary: "DuckDB's memory_limit while jp-flush writes Parquet.",
+        more: "A minute is written as it streams, in the memory of one row group; merging one into its\n\
+               file spills to STATE/flush.tmp beyond it.",
+        group: "",
+    };
+    FLUSH_THREADS = Key {
+        name: "flush_threads",
+        ty: Type::Integer { min: 1, max: 256 },
+        // Two: this machine class has two cores, and each file written at once holds a row group.
+        default: Default::Value("2"),
+        example: "",
+        change: Change::Reload,
+        summary: "How many minute files jp-flush writes at once, each on one core and with the memory of one row group.",
+        more: "The collector always uses two threads: one reads, one commits.",
+        group: "",
+    };
+    HANDOFF_TIMEOUT_SEC = Key {
+        name: "handoff_timeout_sec",
+        ty: Type::Integer { min: 1, max: 3600 },
+        default: Default::Value("50"),
+        example: "",
+        change: Change::Reload,
+        summary: "How long jp-flush waits for the seal (or for another jp-flush), in seconds, before it exits 75.",
+        more: "The next timer tick then does the work.",
+        group: "",
+    };
+    JOURNAL_REOPEN_ENTRIES = Key {
+        name: "journal_reopen_entries",
+        ty: Type::Integer { min: 1, max: 100_000_000 },
+        default: Default::Value("50000"),
+        example: "",
+        change: Change::Reload,
+        summary: "A stream's journal is closed and opened again after this many entries read from it.",
+        more: "To let go of the file windows libsystemd maps (hundreds of MiB of RSS on a long backfill\n\
+               otherwise). Reopening costs about a millisecond.",
+        group: "",
+    };
+    LOG_LEVEL = Key {
+        name: "log_level",
+        ty: Type::Choice(&super::LOG_LEVELS),
+        default: Default::Value("\"info\""),
+        example: "",
+        change: Change::Reload,
+        summary: "How much the programs log; $JOURNAL_PARQUET_LOG_LEVEL is used when this key is unset.",
+        more: "At info the collector logs its start, stop and anything that needs attention, nothing\n\
+               per batch.",
+        group: "",
+    };
+    COMPRESSION = Key {
+        name: "compression",
+        ty: Type::Choice(&["zstd", "snappy", "none"]),
+        default: Default::Value("\"zstd\""),
+        example: "",
+        change: Change::Reload,
+        summary: "Parquet compression.",
+        more: "",
+        group: "",
+    };
+    FLUSH_EVERY_SEC = Key {
+        name: "flush_every_sec",
+        ty: Type::Integer { min: 0, max: 86_400 },
+        default: Default::Value("0"),
+        example: "",
+        change: Change::Reload,
+        summary: "Seconds between flushes done by the collector itself, as jp-flush would (0: off, the timer does it).",
+        more: "For running without jp-flush.timer only (like --flush-every).",
+        group: "",
+    };
+    MAX_AGE = Key {
+        name: "max_age",
+        ty: Type::Span,
+        default: Default::Unset("no limit"),
+        example: "\"400d\"",
+        change: Change::Reload,
+        summary: "Retention: delete minute files whose minute ended longer ago than this.",
+        more: "A number and s, min, h, d, w, month or y.",
+        group: "Retention of the Parquet tree, applied after each flush. The keys mean what journald's\n\
+                MaxRetentionSec=, SystemMaxUse= and SystemKeepFree= mean. The oldest minutes go first,\n\
+                across hosts; a minute that still has rows in the buffer, and every later one, is never\n\
+                deleted; files journal-parquet did not write are never deleted nor counted.",
+    };
+    MAX_USE = Key {
+        name: "max_use",
+        ty: Type::Size,
+        default: Default::Unset("no limit"),
+        example: "\"50G\"",
+        change: Change::Reload,
+        summary: "Retention: delete the oldest minutes until the tree uses at most this.",
+        more: "Bytes, or a number and K, M, G or T (powers of 1024).",
+        group: "",
+    };
+    KEEP_FREE = Key {
+        name: "keep_free",
+        ty: Type::Size,
+        default: Default::Unset("no limit"),
+        example: "\"10G\"",
+        change: Change::Reload,
+        summary: "Retention: delete the oldest minutes until the data file system has this much free.",
+        more: "Same units as max_use.",
+        group: "",
+    };
+    INCLUDE_UNITS = Key {
+        name: "include_units",
+        ty: Type::Globs,
+        default: Default::Unset("every entry is kept"),
+        example: "[\"nginx.service\", \"ssh*\"]",
+        change: Change::Reload,
+        summary: "Filter: keep only entries whose _SYSTEMD_UNIT or _SYSTEMD_USER_UNIT matches a glob.",
+        more: "",
+        group: "Filters: which entries the collector keeps. Globs as systemctl takes them (*, ?, [...]).\n\
+                Each include list that is set must match, and no exclude list may; an entry without the\n\
+                field an include list looks at is left out. Entries left out are counted (STATUS=, the\n\
+                stop line), and the position moves past them.",
+    };
+    EXCLUDE_UNITS = Key {
+        name: "exclude_units",
+        ty: Type::Globs,
+        default: Default::Unset("no entry is left out for its unit"),
+        example: "[\"session-*.scope\"]",
+        change: Change::Reload,
+        summary: "Filter: leave out entries whose _SYSTEMD_UNIT or _SYSTEMD_USER_UNIT matches a glob.",
+        more: "",
+        group: "",
+    };
+    INCLUDE_IDENTIFIERS = Key {
+        name: "include_identifiers",
+        ty: Type::Globs,
+        default: Default::Unset("every entry is kept"),
+        example: "[\"sshd\"]",
+        change: Change::Reload,
+        summary: "Filter: keep only entries whose SYSLOG_IDENTIFIER matches a glob.",
+        more: "",
+        group: "",
+    };
+    EXCLUDE_IDENTIFIERS = Key {
+        name: "exclude_identifiers",
+        ty: Type::Globs,
+        default: Default::Unset("no entry is left out for its identifier"),
+        example: "[\"CRON\"]",
+        change: Change::Reload,
+        summary: "Filter: leave out entries whose SYSLOG_IDENTIFIER matches a glob.",
+        more: "",
+        group: "",
+    };
+    MAX_PRIORITY = Key {
+        name: "max_priority",
+        ty: Type::Integer { min: 0, max: 7 },
+        default: Default::Unset("every priority"),
+        example: "6",
+        change: Change::Reload,
+        summary: "Filter: keep priorities 0 (emerg) to this (7: debug).",
+        more: "An entry without PRIORITY is kept: journald gives one to every entry it receives, so\n\
+               such an entry comes from elsewhere.",
+        group: "",
+    };
+    EXCLUDE_FIELDS = Key {
+        name: "exclude_fields",
+        ty: Type::Globs,
+        default: Default::Unset("every field is kept"),
+        example: "[\"_CMDLINE\"]",
+        change: Change::Reload,
+        summary: "Field names to drop from every entry kept: the one deliberate exception to \"every field\".",
+        more: "",
+        group: "",
+    };
+    METRICS_DIRECTORY = Key {
+        name: "metrics_directory",
+        ty: Type::Path,
+        default: Default::Unset("the state directory, which node_exporter cannot read"),
+        example: "\"/var/lib/prometheus/node-exporter\"",
+        change: Change::Reload,
+        summary: "Where the Prometheus text files go, for node_exporter's textfile collector.",
+        more: "journal_parquet_collector.prom (every 15 s and at stop) and journal_parquet_flush.prom (at\n\
+               the end of each jp-flush run). The guide (\"Metrics\") shows how to point node_exporter at\n\
+               them.",
+        group: "",
+    };
+}
+
+/// The filter keys whose values are globs, in the order `Filter::new` takes them.
+pub const GLOB_KEY_DEFS: [&Key; 5] = [
+    &INCLUDE_UNITS,
+    &EXCLUDE_UNITS,
+    &INCLUDE_IDENTIFIERS,
+    &EXCLUDE_IDENTIFIERS,
+    &EXCLUDE_FIELDS,
+];
+
+/// Their names.
+pub const GLOB_KEYS: [&str; 5] = [
+    GLOB_KEY_DEFS[0].name,
+    GLOB_KEY_DEFS[1].name,
+    GLOB_KEY_DEFS[2].name,
+    GLOB_KEY_DEFS[3].name,
+    GLOB_KEY_DEFS[4].name,
+];
+
+/// The key called `name`.
+pub fn find(name: &str) -> Option<&'static Key> {
+    KEYS.iter().copied().find(|k| k.name == name)
+}
+
+/// The header of the shipped file and of conf(5)'s description.
+pub const HEADER: &str = "\
+Read by both journal-parquet (the collector) and jp-flush.
+
+Every key is optional: a commented-out key shows its default (or, for a key that is unset by
+default, an example). An unknown key or a bad value stops both programs with a message naming
+this file and the key (exit 78); check a change with
+    journal-parquet --check-config
+and apply it with `systemctl reload journal-parquet.service` (the keys that need a restart say
+so; jp-flush reads the file at every run). Command-line flags, where a key has one, win over this
+file.";
+
+/// The shipped `packaging/config.toml` (installed as /etc/journal-parquet/config.toml).
+pub fn shipped_config() -> String {
+    let mut out = String::from(
+        "# /etc/journal-parquet/config.toml, journal-parquet.conf(5). Generated from\n\
+         # src/config/keys.rs.\n#\n",
+    );
+    for line in HEADER.lines() {
+        out += &comment(line);
+    }
+    for key in KEYS {
+        out.push('\n');
+        if !key.group.is_empty() {
+            for line in key.group.lines() {
+                out += &comment(line.trim());
+            }
+            out += "#\n";
+        }
+        for line in key.reference_lines() {
+            out += &comment(line.trim());
+        }
+        let _ = writeln!(out, "#{}", key.example_line());
+    }
+    out
+}
+
+fn comment(line: &str) -> String {
+    match line.is_empty() {
+        true => "#\n".into(),
+        false => format!("# {line}\n"),
+    }
+}
+
+/// The keys as journal-parquet.conf(5) lists them: for each, the group paragraph before it (or
+/// ""), its example line and its text.
+pub fn reference() -> Vec<(String, String, Vec<String>)> {
+    KEYS.iter()
+        .map(|k| {
+            let lines = k
+                .reference_lines()
+                .iter()
+                .map(|l| l.trim().to_owned())
+                .collect();
+            let group = k.group.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+            (group, k.example_line(), lines)
+        })
+        .collect()
+}
+
+/// The guide's key table (Markdown).
+pub fn guide_table() -> String {
+    let mut out = String::from(
+        "| key | default | a change takes effect | what it does |\n|---|---|---|---|\n",
+    );
+    for key in KEYS {
+        let default = match key.default {
+            Default::Value(v) => format!("`{}`", v.trim_matches('"')),
+            Default::Unset(meaning) => meaning.to_owned(),
+        };
+        let change = match key.change {
+            Change::Reload => "at a reload",
+            Change::Restart => "at a restart",
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {default} | {change} | {} |",
+            key.name, key.summary
+        );
+    }
+    out
+}
+
+/// Where the guide's generated table starts and ends.
+pub const GUIDE_MARKERS: (&str, &str) = (
+    "<!-- config keys: generated from src/config/keys.rs, `jp-gen-docs --write-sources` -->\n",
+    "<!-- end of config keys -->\n",
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards the shipped config against drifting from the table: it is what the table renders.
+    #[test]
+    fn shipped_config_is_generated_from_the_key_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.toml");
+        let shipped = std::fs::read_to_string(path).unwrap();
+        assert!(
+            shipped == shipped_config(),
+            "{path} is not what src/config/keys.rs renders: run \
+             `scripts/cargo.sh run --release --bin jp-gen-docs -- --write-sources`"
+        );
+    }
+
+    /// Guards the guide's key table against drifting from the table.
+    #[test]
+    fn guide_key_table_is_generated_from_the_key_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/guide.md");
+        let guide = std::fs::read_to_string(path).unwrap();
+        let (start, end) = GUIDE_MARKERS;
+        let table = guide
+            .split_once(start)
+            .and_then(|(_, rest)| rest.split_once(end))
+            .map(|(t, _)| t);
+        assert!(
+            table == Some(guide_table().as_str()),
+            "{path}'s key table is not what src/config/keys.rs renders: run \
+             `scripts/cargo.sh run --release --bin jp-gen-docs -- --write-sources`"
+        );
+    }
+
+    /// Guards the table itself: names unique, defaults valid for their type.
+    #[test]
+    fn every_key_is_named_once_and_its_default_is_valid() {
+        let mut names: Vec<_> = KEYS.iter().map(|k| k.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KEYS.len());
+        for key in KEYS {
+            let text = match key.default {
+                Default::Value(v) => v,
+                Default::Unset(_) => key.example,
+            };
+            let value: toml::Table = toml::from_str(&format!("{} = {text}", key.name)).unwrap();
+            super::super::values::check(key, &value[key.name])
+                .unwrap_or_else(|why| panic!("{}: {why}", key.name));
+        }
+    }
+}
