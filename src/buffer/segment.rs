@@ -65,12 +65,18 @@ pub fn journal_logs_ddl(table: &str) -> String {
     )
 }
 
-const STATE_DDL: &str = "CREATE TABLE IF NOT EXISTS collector_state (
+/// The `CREATE TABLE` of `collector_state` (jp-flush makes an empty one, `table`, when no
+/// segment is sealed).
+pub fn collector_state_ddl(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
     cursor VARCHAR,            -- NULL with at_head: read from the first entry
     at_head BOOLEAN NOT NULL,
     watermark TIMESTAMP,       -- everything before it has been read
     gaps_total UBIGINT NOT NULL,
-    updated_at TIMESTAMP NOT NULL)";
+    updated_at TIMESTAMP NOT NULL)"
+    )
+}
 
 /// The `CREATE TABLE` of `segment_meta` (also used to adopt a buffer of an earlier version).
 pub const META_DDL: &str = "CREATE TABLE IF NOT EXISTS segment_meta (
@@ -103,8 +109,9 @@ impl Segment {
         segment
             .conn
             .execute_batch(&format!(
-                "BEGIN TRANSACTION; {META_DDL}; {}; {STATE_DDL};",
-                journal_logs_ddl("journal_logs")
+                "BEGIN TRANSACTION; {META_DDL}; {}; {};",
+                journal_logs_ddl("journal_logs"),
+                collector_state_ddl("collector_state")
             ))
             .and_then(|()| {
                 segment.conn.execute(

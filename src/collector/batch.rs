@@ -3,15 +3,12 @@
 
 use std::sync::Arc;
 
-use duckdb::arrow::array::{
-    ArrayRef, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
-use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use duckdb::arrow::datatypes::Schema;
 use duckdb::arrow::record_batch::RecordBatch;
 
 use crate::archive::layout::{host_dir, MINUTE_USEC};
 use crate::journal::id128_hex;
-use crate::schema::columns::COLUMNS;
+use crate::schema::columns::Builders;
 use crate::schema::entry::{EntryMeta, Fields};
 use crate::schema::json::{encode_json, printable_text, realtime_fits};
 
@@ -70,26 +67,7 @@ fn as_number<T: std::str::FromStr>(value: Option<&[u8]>) -> Option<T> {
 
 /// Rows being collected for the next commit, as Arrow column builders.
 pub struct Batch {
-    timestamp: TimestampMicrosecondBuilder,
-    minute_key: TimestampMicrosecondBuilder,
-    hostname: StringBuilder,
-    cursor: StringBuilder,
-    fields: StringBuilder,
-    message: StringBuilder,
-    priority: Int32Builder,
-    syslog_identifier: StringBuilder,
-    systemd_unit: StringBuilder,
-    pid: Int64Builder,
-    uid: Int64Builder,
-    gid: Int64Builder,
-    comm: StringBuilder,
-    exe: StringBuilder,
-    boot_id: StringBuilder,
-    machine_id: StringBuilder,
-    transport: StringBuilder,
-    monotonic_usec: Int64Builder,
-    source_timestamp: TimestampMicrosecondBuilder,
-    host_dir: StringBuilder,
+    columns: Builders,
     /// The directory of entries without `_HOSTNAME`: this machine's.
     local_host_dir: String,
     /// The last `_HOSTNAME` seen and its directory: most entries share it.
@@ -103,26 +81,7 @@ pub struct Batch {
 impl Batch {
     pub fn new(local_host_dir: String) -> Batch {
         Batch {
-            timestamp: TimestampMicrosecondBuilder::new(),
-            minute_key: TimestampMicrosecondBuilder::new(),
-            hostname: StringBuilder::new(),
-            cursor: StringBuilder::new(),
-            fields: StringBuilder::new(),
-            message: StringBuilder::new(),
-            priority: Int32Builder::new(),
-            syslog_identifier: StringBuilder::new(),
-            systemd_unit: StringBuilder::new(),
-            pid: Int64Builder::new(),
-            uid: Int64Builder::new(),
-            gid: Int64Builder::new(),
-            comm: StringBuilder::new(),
-            exe: StringBuilder::new(),
-            boot_id: StringBuilder::new(),
-            machine_id: StringBuilder::new(),
-            transport: StringBuilder::new(),
-            monotonic_usec: Int64Builder::new(),
-            source_timestamp: TimestampMicrosecondBuilder::new(),
-            host_dir: StringBuilder::new(),
+            columns: Builders::new(),
             local_host_dir,
             last_host: None,
             rows: 0,
@@ -224,36 +183,42 @@ impl Batch {
         } else {
             i64::MAX - 1
         };
-        self.timestamp.append_value(ts);
+        self.columns.timestamp.append_value(ts);
         self.oldest_usec = Some(self.oldest_usec.map_or(ts, |o| o.min(ts)));
-        self.minute_key
+        self.columns
+            .minute_key
             .append_value(ts - ts.rem_euclid(MINUTE_USEC));
-        self.hostname.append_option(hostname);
-        self.cursor.append_value(meta.cursor);
-        self.fields.append_value(&self.json);
-        self.message.append_option(message);
-        self.priority.append_option(priority.map(i32::from));
-        self.syslog_identifier.append_option(syslog_identifier);
-        self.systemd_unit.append_option(systemd_unit);
-        self.pid.append_option(pid);
-        self.uid.append_option(uid);
-        self.gid.append_option(gid);
-        self.comm.append_option(comm);
-        self.exe.append_option(exe);
-        self.boot_id.append_value(&boot_hex);
-        self.machine_id.append_option(machine_id);
-        self.transport.append_option(transport);
-        self.monotonic_usec
+        self.columns.hostname.append_option(hostname);
+        self.columns.cursor.append_value(meta.cursor);
+        self.columns.fields.append_value(&self.json);
+        self.columns.message.append_option(message);
+        self.columns.priority.append_option(priority.map(i32::from));
+        self.columns
+            .syslog_identifier
+            .append_option(syslog_identifier);
+        self.columns.systemd_unit.append_option(systemd_unit);
+        self.columns.pid.append_option(pid);
+        self.columns.uid.append_option(uid);
+        self.columns.gid.append_option(gid);
+        self.columns.comm.append_option(comm);
+        self.columns.exe.append_option(exe);
+        self.columns.boot_id.append_value(&boot_hex);
+        self.columns.machine_id.append_option(machine_id);
+        self.columns.transport.append_option(transport);
+        self.columns
+            .monotonic_usec
             .append_value(i64::try_from(meta.monotonic_usec).unwrap_or(i64::MAX));
-        self.source_timestamp.append_option(source_timestamp);
+        self.columns
+            .source_timestamp
+            .append_option(source_timestamp);
         match first[HOSTNAME] {
-            None => self.host_dir.append_value(&self.local_host_dir),
+            None => self.columns.host_dir.append_value(&self.local_host_dir),
             Some(raw) => {
                 if self.last_host.as_ref().is_none_or(|(h, _)| h != raw) {
                     self.last_host = Some((raw.to_vec(), host_dir(raw)));
                 }
                 let (_, dir) = self.last_host.as_ref().expect("set above");
-                self.host_dir.append_value(dir);
+                self.columns.host_dir.append_value(dir);
             }
         }
         self.rows += 1;
@@ -261,46 +226,12 @@ impl Batch {
     }
 
     pub fn schema() -> Schema {
-        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
-        let fields: Vec<Field> = COLUMNS
-            .iter()
-            .map(|(name, ty, nullable)| {
-                let dt = match *ty {
-                    "TIMESTAMP" => ts.clone(),
-                    "INTEGER" => DataType::Int32,
-                    "BIGINT" => DataType::Int64,
-                    _ => DataType::Utf8,
-                };
-                Field::new(*name, dt, *nullable)
-            })
-            .collect();
-        Schema::new(fields)
+        crate::schema::columns::arrow_schema()
     }
 
     /// Hands the collected rows over as one Arrow batch, and starts empty again.
     pub fn take(&mut self) -> RecordBatch {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.timestamp.finish()),
-            Arc::new(self.minute_key.finish()),
-            Arc::new(self.hostname.finish()),
-            Arc::new(self.cursor.finish()),
-            Arc::new(self.fields.finish()),
-            Arc::new(self.message.finish()),
-            Arc::new(self.priority.finish()),
-            Arc::new(self.syslog_identifier.finish()),
-            Arc::new(self.systemd_unit.finish()),
-            Arc::new(self.pid.finish()),
-            Arc::new(self.uid.finish()),
-            Arc::new(self.gid.finish()),
-            Arc::new(self.comm.finish()),
-            Arc::new(self.exe.finish()),
-            Arc::new(self.boot_id.finish()),
-            Arc::new(self.machine_id.finish()),
-            Arc::new(self.transport.finish()),
-            Arc::new(self.monotonic_usec.finish()),
-            Arc::new(self.source_timestamp.finish()),
-            Arc::new(self.host_dir.finish()),
-        ];
+        let columns = self.columns.finish();
         self.rows = 0;
         self.bytes = 0;
         self.oldest_usec = None;

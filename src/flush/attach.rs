@@ -120,9 +120,9 @@ impl Attached {
                 )
             }
             _ => format!(
-                "{}; CREATE TEMP TABLE collector_state (cursor VARCHAR, at_head BOOLEAN,
-                 watermark TIMESTAMP, gaps_total UBIGINT, updated_at TIMESTAMP);",
-                crate::buffer::segment::journal_logs_ddl("temp.journal_logs")
+                "{}; {};",
+                crate::buffer::segment::journal_logs_ddl("temp.journal_logs"),
+                crate::buffer::segment::collector_state_ddl("temp.collector_state")
             ),
         };
         self.conn

@@ -2,41 +2,97 @@
 //! columns, in the same order), and the SQL that turns a row back into the whole entry as
 //! journalctl prints it.
 
-/// The columns of `journal_logs` and of the Parquet files, in order: name, DuckDB type, and
-/// whether the column can be NULL. Parquet files mark the same columns OPTIONAL in every file,
-/// whatever the data (see `flush::export::select_list`).
-///
-/// These are the types of file schema 3 (`PARQUET_SCHEMA`), chosen so that every engine takes
-/// the files as they are: no unsigned integers (Iceberg, Delta, Athena and Trino have none),
-/// `pid`/`uid`/`gid` as BIGINT (a `_UID` is any uint32, 4294967294 included), and `fields` as
-/// plain UTF-8 text rather than DuckDB's JSON type, whose Parquet JSON annotation pyiceberg's
-/// `add_files` refuses, Polars reads as binary and chDB turns into a type where LIKE fails. JSON
-/// functions take the text as it is (`fields->>'$.NAME'` in DuckDB); the README has the measured
-/// table of both choices.
-pub const COLUMNS: &[(&str, &str, bool)] = &[
-    ("timestamp", "TIMESTAMP", false),
-    ("minute_key", "TIMESTAMP", false),
-    ("hostname", "VARCHAR", true),
-    ("cursor", "VARCHAR", false),
-    ("fields", "VARCHAR", false),
-    ("message", "VARCHAR", true),
-    ("priority", "INTEGER", true),
-    ("syslog_identifier", "VARCHAR", true),
-    ("systemd_unit", "VARCHAR", true),
-    ("pid", "BIGINT", true),
-    ("uid", "BIGINT", true),
-    ("gid", "BIGINT", true),
-    ("comm", "VARCHAR", true),
-    ("exe", "VARCHAR", true),
-    ("boot_id", "VARCHAR", false),
-    ("machine_id", "VARCHAR", true),
-    ("transport", "VARCHAR", true),
-    ("monotonic_usec", "BIGINT", false),
-    ("source_timestamp", "TIMESTAMP", true),
-    // Buffer only, not exported: the entry's directory under DATA (see `layout`), computed once at
-    // ingest so that jp-flush can group rows by it.
-    ("host_dir", "VARCHAR", false),
-];
+use std::sync::Arc;
+
+use duckdb::arrow::array::{
+    ArrayRef, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+/// Writes the column list once and derives from it `COLUMNS` (name, DuckDB type, nullable: from
+/// which every DDL, cast and select list is made) and `Builders` (one Arrow builder a column,
+/// in the same order, for the collector's batches).
+macro_rules! columns {
+    ($($(#[$doc:meta])* $name:ident: $sql:literal, $builder:ident, $nullable:literal;)*) => {
+        /// The columns of `journal_logs` and of the Parquet files, in order: name, DuckDB type,
+        /// and whether the column can be NULL (see the list's comment).
+        pub const COLUMNS: &[(&str, &str, bool)] = &[$((stringify!($name), $sql, $nullable)),*];
+
+        /// An Arrow builder for each column, named after it.
+        pub struct Builders {
+            $(pub $name: $builder,)*
+        }
+
+        impl Builders {
+            pub fn new() -> Builders {
+                Builders { $($name: $builder::new(),)* }
+            }
+
+            /// The columns built so far, in `COLUMNS` order; the builders start empty again.
+            pub fn finish(&mut self) -> Vec<ArrayRef> {
+                vec![$(Arc::new(self.$name.finish()) as ArrayRef,)*]
+            }
+        }
+    };
+}
+
+// Parquet files mark the same columns OPTIONAL in every file, whatever the data (see
+// `flush::export::select_list`).
+//
+// These are the types of file schema 3 (`PARQUET_SCHEMA`), chosen so that every engine takes
+// the files as they are: no unsigned integers (Iceberg, Delta, Athena and Trino have none),
+// `pid`/`uid`/`gid` as BIGINT (a `_UID` is any uint32, 4294967294 included), and `fields` as
+// plain UTF-8 text rather than DuckDB's JSON type, whose Parquet JSON annotation pyiceberg's
+// `add_files` refuses, Polars reads as binary and chDB turns into a type where LIKE fails. JSON
+// functions take the text as it is (`fields->>'$.NAME'` in DuckDB); the guide has the measured
+// table of both choices.
+columns! {
+    timestamp: "TIMESTAMP", TimestampMicrosecondBuilder, false;
+    minute_key: "TIMESTAMP", TimestampMicrosecondBuilder, false;
+    hostname: "VARCHAR", StringBuilder, true;
+    cursor: "VARCHAR", StringBuilder, false;
+    fields: "VARCHAR", StringBuilder, false;
+    message: "VARCHAR", StringBuilder, true;
+    priority: "INTEGER", Int32Builder, true;
+    syslog_identifier: "VARCHAR", StringBuilder, true;
+    systemd_unit: "VARCHAR", StringBuilder, true;
+    pid: "BIGINT", Int64Builder, true;
+    uid: "BIGINT", Int64Builder, true;
+    gid: "BIGINT", Int64Builder, true;
+    comm: "VARCHAR", StringBuilder, true;
+    exe: "VARCHAR", StringBuilder, true;
+    boot_id: "VARCHAR", StringBuilder, false;
+    machine_id: "VARCHAR", StringBuilder, true;
+    transport: "VARCHAR", StringBuilder, true;
+    monotonic_usec: "BIGINT", Int64Builder, false;
+    source_timestamp: "TIMESTAMP", TimestampMicrosecondBuilder, true;
+    // Buffer only, not exported: the entry's directory under DATA (see `layout`), computed once
+    // at ingest so that jp-flush can group rows by it.
+    host_dir: "VARCHAR", StringBuilder, false;
+}
+
+impl Default for Builders {
+    fn default() -> Builders {
+        Builders::new()
+    }
+}
+
+/// The Arrow schema of `COLUMNS`.
+pub fn arrow_schema() -> Schema {
+    let fields: Vec<Field> = COLUMNS
+        .iter()
+        .map(|(name, ty, nullable)| {
+            let dt = match *ty {
+                "TIMESTAMP" => DataType::Timestamp(TimeUnit::Microsecond, None),
+                "INTEGER" => DataType::Int32,
+                "BIGINT" => DataType::Int64,
+                _ => DataType::Utf8,
+            };
+            Field::new(*name, dt, *nullable)
+        })
+        .collect();
+    Schema::new(fields)
+}
 
 /// The version of the Parquet files' schema, written into each file's key-value metadata as
 /// `journal_parquet_schema`. 2: `priority` UTINYINT, `pid`/`uid`/`gid` INTEGER, `monotonic_usec`
