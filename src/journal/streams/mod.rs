@@ -10,16 +10,20 @@
 //! (`Source::System`) stays one merged journal and one cursor: journald numbers the entries of
 //! all its files in one stream.
 
-use std::collections::BTreeMap;
 use std::os::fd::RawFd;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::journal::position::{describe_jump, entries_between, parse_cursor};
+use crate::journal::position::parse_cursor;
 use crate::journal::position::{FirstStart, Position};
 use crate::journal::{file_header, Journal, Source};
+
+mod directory;
+mod stream;
+mod tails;
+
+use stream::{seek_after, Gaps, Origin, Stream};
 
 /// At most how often a directory is looked at again after it changed (a burst of renames is one
 /// rescan).
@@ -32,24 +36,10 @@ pub const RESCAN_EVERY: Duration = Duration::from_millis(200);
 /// seeking back to the cursor costs about a millisecond.
 pub const REOPEN_EVERY: u64 = 50_000;
 
-/// A stream whose journal stops short of what its files hold (see `Streams::check_tails`) is
-/// reopened at most this often once reopening does not help; a warning names it once, when the
-/// wait has grown to `TAIL_CHECK_WARN_AFTER`.
-const TAIL_CHECK_AT_MOST: Duration = Duration::from_secs(60);
-const TAIL_CHECK_WARN_AFTER: Duration = Duration::from_secs(6);
-
 /// After this many entries read (from all streams together), the pages of the journal files
 /// mapped meanwhile are given back (`journal::release_mapped_pages`): reopening alone leaves a
 /// stream's last windows mapped until its next reopen, 16 streams' worth of them.
 const RELEASE_PAGES_EVERY: u64 = 5_000;
-
-/// Gaps found while positioning or reopening: how many, and how many entries they lost where
-/// the sequence numbers tell (same stream on both sides).
-#[derive(Debug, Default, Clone, Copy)]
-struct Gaps {
-    found: u64,
-    entries: u64,
-}
 
 pub struct Streams {
     source: Source,
@@ -62,13 +52,8 @@ pub struct Streams {
     /// renamed or removed since the last scan. Without it a directory would have to be polled.
     watch: Option<nix::sys::inotify::Inotify>,
     changed: bool,
-    /// Caught up since the streams' files were last compared with what was read (see
-    /// `check_tails`), when that was, and how long until the next comparison.
-    tails_unchecked: bool,
-    last_tail_check: Instant,
-    tail_check_every: Duration,
-    /// The streams reopened by the last comparison, with the entry each had read then.
-    stalled: BTreeMap<String, u64>,
+    /// When the streams' files are next compared with what was read (see `check_tails`).
+    tails: tails::TailCheck,
     reopen_every: u64,
     /// Gaps found while reopening a stream, not yet taken by `take_gaps`.
     gaps_found: Gaps,
@@ -76,98 +61,6 @@ pub struct Streams {
     gap_entries: u64,
     /// Entries read since the mapped pages were last given back.
     read_since_release: u64,
-}
-
-/// Where a stream's entries come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Origin {
-    /// The local journal (the system's, or a namespace's): one stream, merged by libsystemd.
-    Local,
-    /// One stream of a `--directory` source, by its sequence-number ID: its files, read apart
-    /// from the other streams' (sd-journal's merged view skips entries across streams).
-    Directory(String),
-}
-
-impl Origin {
-    /// The sequence-number ID of a directory's stream.
-    fn seqnum_id(&self) -> Option<&str> {
-        match self {
-            Origin::Local => None,
-            Origin::Directory(id) => Some(id),
-        }
-    }
-}
-
-struct Stream {
-    origin: Origin,
-    files: Vec<PathBuf>,
-    journal: Journal,
-    /// The cursor of the last entry read from this stream; None: nothing yet (it starts at its
-    /// head).
-    read: Option<String>,
-    /// The journal stands on an entry not read yet (after a gap was found on resume).
-    unread_current: bool,
-    /// Entries read since `journal` was opened (see `REOPEN_EVERY`).
-    read_since_open: u64,
-    /// The device and inode of each of `files` when the journal was opened.
-    inodes: Vec<(u64, u64)>,
-    /// Its files changed on disk (rotated, vacuumed, a new one): reopen once the journal in hand
-    /// is read to its end. The open journal keeps reading files that were renamed or deleted
-    /// meanwhile (it holds them open), so nothing it could still read is lost to a reopen.
-    reopen_pending: bool,
-}
-
-impl Stream {
-    /// A stream with nothing read yet.
-    fn new(origin: Origin, files: Vec<PathBuf>, journal: Journal) -> Stream {
-        Stream {
-            origin,
-            inodes: files.iter().filter_map(|f| file_id(f)).collect(),
-            files,
-            journal,
-            read: None,
-            unread_current: false,
-            read_since_open: 0,
-            reopen_pending: false,
-        }
-    }
-
-    /// Whether every file the journal was opened with is still there, as the same file: journald
-    /// renames `system.journal` when it rotates and makes a new file of that name.
-    fn files_present(&self) -> bool {
-        self.files.len() == self.inodes.len()
-            && self
-                .files
-                .iter()
-                .zip(&self.inodes)
-                .all(|(f, id)| file_id(f).as_ref() == Some(id))
-    }
-
-    /// Opens the stream's journal again (its files as they are now) and positions it right
-    /// after what was read, or at its head when nothing was.
-    fn reopen(&mut self, source: &Source, gaps: &mut Gaps) -> Result<()> {
-        let journal = match &self.origin {
-            Origin::Local => Journal::open(source)?,
-            Origin::Directory(_) => Journal::open_files(source, &self.files)?,
-        };
-        self.take_up(journal, source, gaps)
-    }
-
-    /// Reads on from `journal` (its files as they are now), right after what was read.
-    fn take_up(&mut self, journal: Journal, source: &Source, gaps: &mut Gaps) -> Result<()> {
-        self.journal = journal;
-        self.inodes = self.files.iter().filter_map(|f| file_id(f)).collect();
-        self.read_since_open = 0;
-        self.reopen_pending = false;
-        self.unread_current = match &self.read {
-            Some(c) => seek_after(&mut self.journal, source, c, gaps)?,
-            None => {
-                self.journal.seek_head()?;
-                false
-            }
-        };
-        Ok(())
-    }
 }
 
 impl Streams {
@@ -179,10 +72,7 @@ impl Streams {
             last_scan: Instant::now(),
             watch: None,
             changed: false,
-            tails_unchecked: false,
-            last_tail_check: Instant::now(),
-            tail_check_every: RESCAN_EVERY,
-            stalled: BTreeMap::new(),
+            tails: tails::TailCheck::new(),
             reopen_every: REOPEN_EVERY,
             gaps_found: Gaps::default(),
             gap_entries: 0,
@@ -221,92 +111,9 @@ impl Streams {
                     .streams
                     .push(Stream::new(Origin::Local, Vec::new(), journal));
             }
-            Source::Directory(dir) => {
-                use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-                // Set up before the first scan, so that no file appearing after it is missed.
-                let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-                    .context("failed to create an inotify instance")?;
-                watch
-                    .add_watch(
-                        dir,
-                        AddWatchFlags::IN_CREATE
-                            | AddWatchFlags::IN_MOVED_TO
-                            | AddWatchFlags::IN_MOVED_FROM
-                            | AddWatchFlags::IN_DELETE
-                            | AddWatchFlags::IN_MODIFY,
-                    )
-                    .with_context(|| format!("failed to watch {}", dir.display()))?;
-                streams.watch = Some(watch);
-                let (groups, unready) = streams.scan()?;
-                streams.changed = unready;
-                for id in groups.into_keys() {
-                    if let Some((files, journal)) = streams.open_stream(&id)? {
-                        streams
-                            .streams
-                            .push(Stream::new(Origin::Directory(id), files, journal));
-                    }
-                }
-            }
+            Source::Directory(dir) => streams.open_directory(dir)?,
         }
         Ok(streams)
-    }
-
-    /// The journal files of a directory, by sequence-number ID.
-    /// Also returns whether a journal file could not be told yet (it was just made: journald
-    /// and journal-remote write the header after creating the file). Such a file brings no
-    /// further event, so the directory must be looked at again until it can.
-    fn scan(&self) -> Result<(BTreeMap<String, Vec<PathBuf>>, bool)> {
-        let Source::Directory(dir) = &self.source else {
-            return Ok((BTreeMap::new(), false));
-        };
-        let mut unready = false;
-        let mut groups: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-        let entries = std::fs::read_dir(dir)
-            .with_context(|| format!("failed to list the journal directory {}", dir.display()))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // Hidden names are files still being written elsewhere and renamed when complete.
-            if name.starts_with('.') || !(name.ends_with(".journal") || name.ends_with(".journal~"))
-            {
-                continue;
-            }
-            let path = entry.path();
-            match file_header(&path) {
-                Some(h) => groups.entry(h.seqnum_id).or_default().push(path),
-                None => unready = true,
-            }
-        }
-        for files in groups.values_mut() {
-            files.sort();
-        }
-        Ok((groups, unready))
-    }
-
-    /// Opens the files of stream `id` as they are now. A file can be renamed (rotation) or
-    /// deleted (vacuum) between listing and opening, which fails the open: the directory is
-    /// listed again and the open tried again. None when the stream has no file left.
-    /// A file being made is as much in the way: journald writes a new file's header after
-    /// creating it, and libsystemd refuses the file until then (ENODATA, seen under sustained
-    /// load): such a failure is tried again a few times, a few milliseconds apart.
-    fn open_stream(&self, id: &str) -> Result<Option<(Vec<PathBuf>, Journal)>> {
-        let mut attempt = 0;
-        loop {
-            let Some(files) = self.scan()?.0.remove(id) else {
-                return Ok(None);
-            };
-            match Journal::open_files(&self.source, &files) {
-                Ok(journal) => return Ok(Some((files, journal))),
-                Err(e) if attempt < 10 => {
-                    log::debug!(
-                        "{}: a file went away or is being made; listing again",
-                        crate::sys::duckdb::chain_text(&e)
-                    );
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(5 * attempt));
-                }
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     pub fn source(&self) -> &Source {
@@ -643,197 +450,11 @@ impl Streams {
         let scan = self
             .changed
             .then(|| RESCAN_EVERY.saturating_sub(self.last_scan.elapsed()));
-        let tails = self.tails_unchecked.then(|| {
-            self.tail_check_every
-                .saturating_sub(self.last_tail_check.elapsed())
-        });
-        scan.into_iter().chain(tails).min()
+        scan.into_iter().chain(self.tails.due_in()).min()
     }
-
-    /// Called when every stream is at its end: reopens any stream whose files hold entries after
-    /// the last one it read, at most once per `RESCAN_EVERY`.
-    ///
-    /// Why: a journal opened with `sd_journal_open_files` drops a file for good when stepping
-    /// through it fails, which a file being written can make it do (an entry linked but not yet
-    /// readable); its journal then says "at the end" while the file grows on, and no later event
-    /// brings the file back (libsystemd 252, `real_journal_next`; seen following 16
-    /// journal-remote files: 1,277 of 200,000 entries read, then nothing). libsystemd also skips
-    /// a file whose entry count has not changed since it last found nothing readable in it, so
-    /// an entry that became readable only after being counted waits for the next one. The file
-    /// headers, which the writer updates with each entry, say whether anything is left.
-    pub fn check_tails(&mut self) -> Result<()> {
-        self.tails_unchecked = true;
-        if self.last_tail_check.elapsed() < self.tail_check_every {
-            return Ok(());
-        }
-        self.last_tail_check = Instant::now();
-        self.tails_unchecked = false;
-        let before = std::mem::take(&mut self.stalled);
-        let mut i = 0;
-        while i < self.streams.len() {
-            let stream = &self.streams[i];
-            let (Origin::Directory(id), false) = (stream.origin.clone(), stream.reopen_pending)
-            else {
-                i += 1;
-                continue;
-            };
-            let read = stream
-                .read
-                .as_deref()
-                .and_then(parse_cursor)
-                .map_or(0, |c| c.seqnum);
-            let tail = stream
-                .files
-                .iter()
-                .filter_map(|f| file_header(f))
-                .map(|h| h.tail_entry_seqnum)
-                .max()
-                .unwrap_or(0);
-            if tail <= read {
-                i += 1;
-                continue;
-            }
-            let stuck = before.get(&id) == Some(&read);
-            let warn_now =
-                (TAIL_CHECK_WARN_AFTER..TAIL_CHECK_WARN_AFTER * 2).contains(&self.tail_check_every);
-            if stuck && warn_now {
-                // The same entry again after several reopens: not a race with the writer any
-                // more, but an entry libsystemd cannot read (a file damaged at that point).
-                log::warn!(
-                    "journal stream {id} in {}: its files say they hold entries up to {tail}, \
-                     but reading stops after {read} (a damaged entry?); trying again in {}s",
-                    self.source,
-                    (self.tail_check_every * 2)
-                        .min(TAIL_CHECK_AT_MOST)
-                        .as_secs()
-                );
-            } else {
-                log::debug!(
-                    "journal stream {id} in {}: its files end at entry {tail}, {read} read, and \
-                     its journal has nothing more to read; reopening it",
-                    self.source
-                );
-            }
-            self.stalled.insert(id, read);
-            if self.refresh(i)? {
-                i += 1;
-            }
-        }
-        // Look again soon (an entry counted but not written yet stays unreadable until it is),
-        // and less and less often while the same entries stay out of reach.
-        let progress = self
-            .stalled
-            .iter()
-            .all(|(id, read)| before.get(id) != Some(read));
-        self.tail_check_every = match (self.stalled.is_empty(), progress) {
-            (true, _) | (false, true) => RESCAN_EVERY,
-            (false, false) => (self.tail_check_every * 2).min(TAIL_CHECK_AT_MOST),
-        };
-        self.tails_unchecked = !self.stalled.is_empty();
-        self.current = self.current.min(self.streams.len().saturating_sub(1));
-        Ok(())
-    }
-
-    /// For a directory (or a namespace's journal roots) that changed, at most once per
-    /// `RESCAN_EVERY`: opens new streams (read
-    /// from their start) and reopens streams whose files changed (rotation, a new file of the same
-    /// source), each positioned right after what it has read.
-    pub fn rescan(&mut self) -> Result<()> {
-        if self.rescan_in() != Some(Duration::ZERO) {
-            return Ok(());
-        }
-        self.last_scan = Instant::now();
-        let (groups, unready) = self.scan()?;
-        self.changed = unready;
-        let source = self.source.clone();
-        for stream in &mut self.streams {
-            let now = stream.origin.seqnum_id().and_then(|id| groups.get(id));
-            if now != Some(&stream.files) && !stream.reopen_pending {
-                log::debug!(
-                    "journal stream {} in {source}: files changed; reopening it once the open \
-                     files are read to their end",
-                    stream.origin.seqnum_id().unwrap_or("")
-                );
-                stream.reopen_pending = true;
-            }
-        }
-        for (id, files) in groups {
-            let existing = self
-                .streams
-                .iter()
-                .any(|s| s.origin.seqnum_id() == Some(id.as_str()));
-            match existing {
-                true => {}
-                false => {
-                    log::info!(
-                        "a new journal stream in {source} ({}): reading it from its first entry",
-                        files
-                            .iter()
-                            .map(|f| f.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    if let Some((files, mut journal)) = self.open_stream(&id)? {
-                        journal.seek_head()?;
-                        self.streams
-                            .push(Stream::new(Origin::Directory(id), files, journal));
-                    }
-                }
-            }
-        }
-        self.current = self.current.min(self.streams.len().saturating_sub(1));
-        Ok(())
-    }
-}
-
-/// The device and inode of a file, which a rename keeps and a new file of the same name does not.
-fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// The cursors of a position (one per stream).
 pub fn cursors(position: &str) -> impl Iterator<Item = &str> {
     position.split(' ').filter(|c| !c.is_empty())
-}
-
-/// Positions `journal` right after the entry `cursor` names. Returns true when that entry is gone
-/// (a gap, logged and counted) and the journal now stands on the first entry not yet read.
-fn seek_after(
-    journal: &mut Journal,
-    source: &Source,
-    cursor: &str,
-    gaps: &mut Gaps,
-) -> Result<bool> {
-    journal.seek_cursor(cursor)?;
-    if !journal.step_forward()? {
-        // The saved entry is not there and nothing follows it. sd-journal's location is then a
-        // seek that entries appended later never match: stand on the last entry instead, or at
-        // the head of a journal that holds nothing yet (a file journald has just made by
-        // rotating, whose entries will all come after the saved one).
-        journal.seek_tail()?;
-        if journal.step_back()? {
-            log::warn!(
-                "the saved position is not in {source} and nothing follows it; reading new \
-                 entries as they come"
-            );
-        } else {
-            journal.seek_head()?;
-        }
-        return Ok(false);
-    }
-    if journal.test_cursor(cursor)? {
-        return Ok(false);
-    }
-    // The saved entry is gone (vacuumed, rotated away, or another journal): the entry we landed
-    // on is the first one not read yet.
-    let landed = journal.cursor()?;
-    gaps.found += 1;
-    gaps.entries += entries_between(cursor, &landed).unwrap_or(0);
-    log::warn!(
-        "the saved position is no longer in {source} (vacuumed?): resuming at the oldest entry \
-         after it; {} (saved {cursor}, now at {landed})",
-        describe_jump(cursor, &landed)
-    );
-    Ok(true)
 }
