@@ -6,37 +6,36 @@
 //! resumes right after it. When jp-flush asks, the open segment is sealed and a new one opened
 //! (`writer::Writer::seal`), in milliseconds: the collector never waits for an export.
 //!
-//! Rooms: `reader` reads the journal, `writer` commits and seals, `status` speaks to systemd,
-//! `resume` decides where to start; this module runs the event loop between them.
+//! Rooms: `resume` decides where to start and `start` sets up (and stops) the collector;
+//! `reader` reads the journal into a `batch`; `writer` commits and seals, `seals` holds the seal
+//! protocol; `event_loop` runs between them; `status` speaks to systemd, `metrics` writes the
+//! metrics file, `progress` draws the backlog's progress line.
 
 mod batch;
+mod event_loop;
+mod metrics;
 mod progress;
 mod reader;
 mod resume;
 mod seals;
+mod start;
 mod status;
 mod writer;
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use anyhow::{Context, Result};
 
-use crate::buffer::handoff::Listener;
-use crate::buffer::segment::CollectorState;
 use crate::config::{CollectorArgs, Settings};
 use crate::flush::Report;
 use crate::journal::position::{FirstStart, Position};
-use crate::journal::streams::Streams;
-use crate::journal::Source;
 use crate::sys::service;
 use batch::Batch;
 
-use reader::{Fill, Limits, Reader};
-use resume::Found;
+use reader::{Limits, Reader};
 use seals::Seals;
-use status::{now_usec, Figures, Status};
+use status::{Figures, Status};
 use writer::Writer;
 
 /// Entries stamped this long before the moment the journal was last found caught up may be
@@ -123,98 +122,6 @@ impl Collector {
             }
         }
         service::notify_ready(&self.figures().text());
-    }
-
-    /// Writes the collector's metrics file (every `metrics::WRITE_EVERY`, and at stop). A file
-    /// that cannot be written is logged, never a reason to stop reading.
-    fn write_metrics(&mut self) {
-        use crate::sys::metrics::{label, Kind, Metrics};
-        self.metrics_written = Instant::now();
-        let mut m = Metrics::default();
-        let (r, w) = (&self.reader, &self.writer);
-        m.one(
-            Kind::Counter,
-            "entries_read_total",
-            "Journal entries read, kept or not.",
-            r.read_total as f64,
-        );
-        m.one(
-            Kind::Counter,
-            "entries_committed_total",
-            "Entries committed to the buffer.",
-            w.committed_total as f64,
-        );
-        m.one(
-            Kind::Counter,
-            "entries_filtered_total",
-            "Entries the filters left out.",
-            r.filtered as f64,
-        );
-        m.one(
-            Kind::Counter,
-            "corrupt_entries_total",
-            "Entries with a corrupt data object (the fields before it are kept).",
-            r.corrupt_entries as f64,
-        );
-        m.one(Kind::Counter, "gaps_total", "Gaps found in the journal (entries deleted before they were read), since the buffer began.", w.state().gaps_total as f64);
-        m.one(Kind::Counter, "gap_entries_total", "Entries lost to the gaps found since the collector started, where sequence numbers tell.", r.journal.gap_entries() as f64);
-        m.one(
-            Kind::Counter,
-            "commits_total",
-            "Commits to the buffer.",
-            w.commits as f64,
-        );
-        m.one(
-            Kind::Counter,
-            "commit_duration_seconds_total",
-            "Time spent committing to the buffer.",
-            w.commit_seconds,
-        );
-        let lag = match (self.caught_up_at, r.newest_usec) {
-            (Some(_), _) | (None, None) => 0.0,
-            (None, Some(n)) => ((status::now_usec() - n as i64).max(0) as f64) / 1e6,
-        };
-        m.one(
-            Kind::Gauge,
-            "lag_seconds",
-            "How far behind the newest entry read is (0 when caught up).",
-            lag,
-        );
-        m.one(
-            Kind::Gauge,
-            "buffer_open_segment_rows",
-            "Rows in the buffer's open segment.",
-            w.segment_rows as f64,
-        );
-        let bytes: u64 = std::fs::read_dir(w.buffer_dir())
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        m.one(
-            Kind::Gauge,
-            "buffer_bytes",
-            "Bytes of the buffer's files on disk.",
-            bytes as f64,
-        );
-        let suppressed: Vec<(String, f64)> = r
-            .suppressed
-            .iter()
-            .map(|(unit, n)| (format!("unit=\"{}\"", label(unit)), *n as f64))
-            .collect();
-        m.add(Kind::Counter, "journald_suppressed_total", "Messages journald's rate limit threw away, by unit (its \"Suppressed N messages\" lines).", &suppressed);
-        if let Err(e) = m.write(
-            &self.settings.metrics_dir,
-            crate::sys::metrics::COLLECTOR_FILE,
-        ) {
-            log::warn!(
-                "{}: the metrics are not up to date",
-                crate::sys::duckdb::chain_text(&e)
-            );
-        }
     }
 
     fn refresh_status(&mut self, force: bool) {
@@ -376,315 +283,10 @@ pub fn run(args: &CollectorArgs) -> Result<()> {
         &[&settings.state_dir, &settings.data_dir],
         "journal-parquet",
     )?;
-
     crate::sys::files::make_private_dir(&settings.state_dir)
         .context("cannot use the state directory")?;
     let _lock = resume::lock_state_dir(&settings.state_dir)?;
-    let buffer = settings.buffer();
-    let found = resume::find_open_segment(&settings, &buffer)?;
-
-    if let Source::Directory(dir) = &settings.source {
-        if !dir.is_dir() {
-            bail!(
-                "failed to read journal directory {}: not a directory",
-                dir.display()
-            );
-        }
-    }
-    let mut journal = Streams::open(&settings.source)?;
-    journal.set_reopen_every(settings.journal_reopen_entries);
-    if !journal.has_files() {
-        log::warn!(
-            "nothing readable in {} (yet): check that the directory holds .journal files, or \
-             that this user may read the journal (group systemd-journal)",
-            settings.source
-        );
-    }
-    let state_file = settings.state_file();
-    let (stored, read_again_from) = match &found {
-        Found::Last { state, .. } => (state.clone(), None),
-        Found::Nothing {
-            read_again_from, ..
-        } => (None, read_again_from.clone()),
-    };
-    let position = match read_again_from {
-        Some(p) => Some(p),
-        None => resume::reconcile(stored.as_ref(), &state_file)?,
-    };
-    // jp-flush found a sealed segment damaged while no collector ran: read again from there.
-    let rereads = buffer.reread_requests()?;
-    let (position, reread) = match (rereads.first(), &found, stored.is_some()) {
-        (Some((_, p)), _, _) => {
-            writer::log_reread(p);
-            (Some(p.clone()), true)
-        }
-        // No segment's state to resume from: the state file's position may repeat entries
-        // that are in Parquet already.
-        (None, Found::Nothing { .. }, _) | (None, _, false) => {
-            let repeats = position.is_some();
-            (position, repeats)
-        }
-        (None, Found::Last { .. }, true) => (position, false),
-    };
-    let mut gaps = stored.as_ref().map_or(0, |s| s.gaps_total);
-    let fresh = journal.position_at(position.as_ref(), args.first_start(), &mut gaps)?;
-    let state = CollectorState {
-        position: fresh.clone().or(position.clone()).unwrap_or(Position::Head),
-        watermark_usec: stored.as_ref().and_then(|s| s.watermark_usec),
-        gaps_total: gaps,
-    };
-    let writer = match found {
-        Found::Last {
-            no,
-            segment,
-            state: Some(_),
-        } if !reread => Writer::new(buffer.clone(), state_file.clone(), no, segment, state)?,
-        Found::Last { no, segment, .. } => {
-            segment.close()?;
-            Writer::create(
-                buffer.clone(),
-                state_file.clone(),
-                no + 1,
-                &state.position.clone(),
-                state,
-                reread,
-            )?
-        }
-        Found::Nothing { next, .. } => Writer::create(
-            buffer.clone(),
-            state_file.clone(),
-            next,
-            &state.position.clone(),
-            state,
-            reread,
-        )?,
-    };
-    for (path, _) in &rereads {
-        std::fs::remove_file(path)
-            .with_context(|| format!("failed to remove {}", path.display()))?;
-    }
-    let filter = settings.filter.clone();
-    let mut collector = Collector {
-        limits: Limits {
-            entries: settings.max_batch_entries,
-            bytes: settings.max_batch_bytes,
-        },
-        settings,
-        reader: Reader::new(journal, filter),
-        writer,
-        batch: Batch::new(crate::archive::layout::local_host_dir()),
-        pending_since: None,
-        caught_up_at: None,
-        status: Status::default(),
-        seals: Seals::Idle,
-        longest_stall: Duration::ZERO,
-        background_flush: None,
-        progress: None,
-        metrics_written: Instant::now(),
-    };
-    if fresh.is_some() || reread {
-        collector.commit_now()?;
-    }
-    let listener = Listener::bind(&collector.settings.handoff_socket())?;
-    log::info!(
-        "reading {} into {} from {}",
-        collector.reader.journal.source(),
-        buffer.dir().display(),
-        match (&position, args.first_start()) {
-            (Some(_), _) => "the saved position".to_owned(),
-            (None, FirstStart::Head) => "the head (first start)".to_owned(),
-            (None, FirstStart::Since(usec)) => format!(
-                "the first entry at or after {} (first start)",
-                chrono::DateTime::from_timestamp_micros(usec as i64).unwrap_or_default()
-            ),
-            (None, FirstStart::Tail) => "the tail (first start)".to_owned(),
-        }
-    );
-    collector.progress = progress::Progress::on_terminal(collector.reader.journal.backlog(), 0);
-    collector.write_metrics();
-    service::notify_ready(&collector.figures().text());
-    collector.status.sent();
-
-    let result = main_loop(&mut collector, &listener, &mut signals, args);
-    let stop_status = format!("stopping: {}", collector.figures().text());
-    service::notify_stopping(&stop_status);
-    // A commit in flight finishes whatever happened; then what was read is committed.
-    let result = result.and_then(|()| collector.commit_now());
-    collector.write_metrics();
-    if let Some(flush) = collector.background_flush.take() {
-        log_flush(flush);
-    }
-    let Collector { writer, reader, .. } = collector;
-    let committed_total = writer.committed_total;
-    let gaps_total = writer.state().gaps_total;
-    let closed = writer.close();
-    result?;
-    closed?;
-    log::info!(
-        "stopped after committing {committed_total} entries ({} left out by the filters, \
-         {gaps_total} gaps found so far, {} entries with a corrupt data object this run)",
-        reader.filtered,
-        reader.corrupt_entries
-    );
-    Ok(())
-}
-
-fn main_loop(
-    c: &mut Collector,
-    listener: &Listener,
-    signals: &mut service::Signals,
-    args: &CollectorArgs,
-) -> Result<()> {
-    let once = args.once;
-    let watchdog = service::watchdog_interval();
-    let mut last_ping = Instant::now();
-    let mut last_flush = Instant::now();
-    loop {
-        if c.writer.finished_in_flight() {
-            c.writer.settle()?;
-            c.refresh_status(false);
-        }
-        c.serve_seals()?;
-        if c.status.is_stale() {
-            c.refresh_status(false);
-        }
-        if c.metrics_written.elapsed() >= crate::sys::metrics::WRITE_EVERY {
-            c.write_metrics();
-        }
-        if let Some(every) = c.settings.flush_every {
-            if last_flush.elapsed() >= every {
-                c.flush_here()?;
-                last_flush = Instant::now();
-            }
-        }
-        // Return to poll() at least every 50 ms, so that a seal request or a signal is seen
-        // quickly even while reading a backlog; commits still happen once per commit interval.
-        let until = (c.pending_since.unwrap_or_else(Instant::now) + c.settings.commit_interval)
-            .min(Instant::now() + Duration::from_millis(50));
-        let limits = Limits {
-            entries: c.limits.entries.min(c.writer.room_in_row_group()),
-            ..c.limits
-        };
-        let fill = c.reader.fill(&mut c.batch, limits, until)?;
-        let caught_up = matches!(fill, Fill::CaughtUp);
-        match (c.progress.take(), caught_up) {
-            (Some(p), true) => p.finish(c.reader.read_total),
-            (Some(mut p), false) => {
-                p.update(c.reader.read_total);
-                c.progress = Some(p);
-            }
-            (None, _) => {}
-        }
-        c.caught_up_at = caught_up.then(now_usec);
-        if caught_up && c.batch.is_empty() {
-            c.writer.caught_up();
-        }
-        let unsaved = !c.batch.is_empty() || c.reader.unsaved;
-        if unsaved && c.pending_since.is_none() {
-            c.pending_since = Some(Instant::now());
-        }
-        let due = c
-            .pending_since
-            .is_some_and(|t| t.elapsed() >= c.settings.commit_interval);
-        if once && caught_up {
-            // The caller's final commit records the rows and the watermark.
-            return Ok(());
-        }
-        if (due || limits.full(&c.batch)) && unsaved {
-            c.commit()?;
-            c.note_stall();
-            c.refresh_status(false);
-        }
-
-        // Sleep only when caught up (with the last commit settled, so that the state file and
-        // STATUS= are current); otherwise just look at signals and seal requests.
-        let timeout = if caught_up {
-            // Nothing to read: a seal asked for is done now, and answered, before sleeping.
-            if c.writer.in_flight() {
-                c.writer.settle()?;
-                c.refresh_status(false);
-            }
-            c.serve_seals()?;
-            if c.writer.in_flight() {
-                c.writer.settle()?;
-                c.serve_seals()?;
-            }
-            let mut t = Duration::from_secs(3600);
-            if let Some(since) = c.pending_since {
-                t = t.min(c.settings.commit_interval.saturating_sub(since.elapsed()));
-            }
-            if let Some(w) = watchdog {
-                t = t.min(w.saturating_sub(last_ping.elapsed()));
-            }
-            if let Some(due) = c.status.due_in() {
-                t = t.min(due);
-            }
-            t = t.min(crate::sys::metrics::WRITE_EVERY.saturating_sub(c.metrics_written.elapsed()));
-            if let Some(every) = c.settings.flush_every {
-                t = t.min(every.saturating_sub(last_flush.elapsed()));
-            }
-            if let Some(abs) = c.reader.journal.timeout_usec()? {
-                let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-                    .map(|ts| ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1000)
-                    .unwrap_or(0);
-                t = t.min(Duration::from_micros(abs.saturating_sub(now)));
-            }
-            if let Some(scan) = c.reader.journal.rescan_in() {
-                t = t.min(scan);
-            }
-            t
-        } else {
-            Duration::ZERO
-        };
-        let journal_fds = c.reader.journal.poll_fds()?;
-        let mut fds = vec![
-            PollFd::new(signals.fd(), PollFlags::POLLIN),
-            PollFd::new(listener.fd(), PollFlags::POLLIN),
-        ];
-        for (fd, events) in &journal_fds {
-            // The fds stay open as long as their journals do, which outlive this iteration.
-            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
-            fds.push(PollFd::new(fd, PollFlags::from_bits_truncate(*events)));
-        }
-        let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, ms) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e).context("failed to wait for the journal"),
-        }
-        let signalled = fds[0].any().unwrap_or(false);
-        let asked = fds[1].any().unwrap_or(false);
-        let journal_woke = fds[2..].iter().any(|f| f.any().unwrap_or(false));
-        drop(fds);
-
-        if let Some(w) = watchdog {
-            if last_ping.elapsed() >= w {
-                service::notify_watchdog();
-                last_ping = Instant::now();
-            }
-        }
-        if signalled {
-            match signals.pending() {
-                Some(nix::sys::signal::Signal::SIGHUP) => c.reload(args),
-                Some(sig) => {
-                    log::info!("received {sig}, committing what was read and stopping");
-                    return Ok(());
-                }
-                None => {}
-            }
-        }
-        if asked {
-            if let Some(peer) = listener.accept() {
-                c.seals.ask(peer);
-            }
-        }
-        if journal_woke || caught_up {
-            c.reader.journal.process()?;
-        }
-        if caught_up {
-            c.reader.journal.rescan()?;
-            c.reader.journal.check_tails()?;
-        }
-    }
+    let (mut collector, listener) = start::start(args, settings)?;
+    let result = event_loop::main_loop(&mut collector, &listener, &mut signals, args);
+    collector.stop(result)
 }

@@ -3,12 +3,13 @@
 //! (authoritative) and the state file (a mirror), and re-reads asked for by jp-flush.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use nix::fcntl::Flock;
 
+use super::writer::{self, Writer};
 use crate::buffer::segment::{CollectorState, Segment};
 use crate::buffer::Buffer;
 use crate::config::Settings;
@@ -184,5 +185,80 @@ pub fn reconcile(stored: Option<&CollectorState>, state_file: &Path) -> Result<O
              skipped), or write a cursor into it",
             state_file.display()
         ))),
+    }
+}
+
+/// Where reading starts, as worked out from what was found.
+pub struct StartPoint {
+    /// The state the last segment committed, if any.
+    pub stored: Option<CollectorState>,
+    /// The position to read after (None: a first start).
+    pub position: Option<Position>,
+    /// The entries from `position` may be in Parquet or other segments already (a re-read):
+    /// the new segment says so, and jp-flush drops the repeats.
+    pub reread: bool,
+    /// The re-read requests jp-flush left while no collector ran, removed once taken up.
+    pub rereads: Vec<(PathBuf, Position)>,
+}
+
+/// Decides where reading starts: a re-read jp-flush asked for while no collector ran, else the
+/// last segment's position, else the state file's (which may repeat entries already written).
+pub fn start_point(found: &Found, buffer: &Buffer, state_file: &Path) -> Result<StartPoint> {
+    let (stored, read_again_from) = match found {
+        Found::Last { state, .. } => (state.clone(), None),
+        Found::Nothing {
+            read_again_from, ..
+        } => (None, read_again_from.clone()),
+    };
+    let position = match read_again_from {
+        Some(p) => Some(p),
+        None => reconcile(stored.as_ref(), state_file)?,
+    };
+    let rereads = buffer.reread_requests()?;
+    let (position, reread) = match (rereads.first(), found, stored.is_some()) {
+        (Some((_, p)), _, _) => {
+            writer::log_reread(p);
+            (Some(p.clone()), true)
+        }
+        // No segment's state to resume from: the state file's position may repeat entries
+        // that are in Parquet already.
+        (None, Found::Nothing { .. }, _) | (None, _, false) => {
+            let repeats = position.is_some();
+            (position, repeats)
+        }
+        (None, Found::Last { .. }, true) => (position, false),
+    };
+    Ok(StartPoint {
+        stored,
+        position,
+        reread,
+        rereads,
+    })
+}
+
+/// The writer the collector appends with: on the last segment when it goes on from its own
+/// state, else on a new segment after it.
+pub fn open_writer(
+    found: Found,
+    reread: bool,
+    buffer: &Buffer,
+    state_file: &Path,
+    state: CollectorState,
+) -> Result<Writer> {
+    let (buffer, state_file) = (buffer.clone(), state_file.to_path_buf());
+    let start = state.position.clone();
+    match found {
+        Found::Last {
+            no,
+            segment,
+            state: Some(_),
+        } if !reread => Writer::new(buffer, state_file, no, segment, state),
+        Found::Last { no, segment, .. } => {
+            segment.close()?;
+            Writer::create(buffer, state_file, no + 1, &start, state, reread)
+        }
+        Found::Nothing { next, .. } => {
+            Writer::create(buffer, state_file, next, &start, state, reread)
+        }
     }
 }
