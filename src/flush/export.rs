@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -177,16 +178,7 @@ fn export_minute(
     m: &Minute,
 ) -> Result<(u64, bool)> {
     let host_dir = m.host_dir.as_str();
-    // host_dir comes from layout::host_dir: one segment of [A-Za-z0-9.%@_~-], never . or ..
-    if host_dir.is_empty()
-        || host_dir == "."
-        || host_dir == ".."
-        || !host_dir
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._%@~-".contains(&b))
-    {
-        bail!("refusing to write under the host directory {host_dir:?}: not a safe path segment");
-    }
+    check_host_dir(host_dir)?;
     let final_path = minute_file(&settings.data_dir, host_dir, m.minute);
     let dir = final_path.parent().expect("a minute file has a directory");
     make_private_dir(dir)?;
@@ -199,82 +191,20 @@ fn export_minute(
     let tmp = dir.join(format!(".{name}.tmp"));
     let _ = fs::remove_file(&tmp);
 
-    let columns = select_list();
     let sources: Vec<&AttachedSegment> = m.sources.iter().map(|&i| &segments[i]).collect();
     let which = format!(
         "host_dir = {} AND minute_key = make_timestamp({})",
         quote(host_dir),
         m.minute
     );
-    let from_segments: Vec<String> = sources
-        .iter()
-        .map(|s| {
-            format!(
-                "SELECT {columns} FROM {}.journal_logs WHERE {which}",
-                s.alias
-            )
-        })
-        .collect();
-    let from_segments = from_segments.join(" UNION ALL ");
     let template = format!("{}.journal_logs", sources[0].alias);
     let existing = existing_file(conn, &final_path, &template)?;
-    let old_rows = match &existing {
-        Existing::Nothing => None,
-        Existing::Readable => Some(format!(
-            "SELECT {columns} FROM read_parquet({})",
-            quote(&final_path.to_string_lossy())
-        )),
-        Existing::Damaged { salvaged, .. } => Some(format!("SELECT {columns} FROM {salvaged}")),
-    };
-    // Rows can repeat only where a file is merged again or a segment read the journal again:
-    // only then does the minute pay for finding them.
-    let reread = sources.iter().any(|s| s.reread);
-    // Nothing is sorted: the rows are written as they stream, in the memory of one row group,
-    // however many there are. Sorting a minute needed memory in proportion to it (measured: out
-    // of memory at 192MB for two 4-million-entry minutes written at once, and for a minute merged
-    // into its file for the eighth time after a crash storm).
-    // A segment that read the journal again repeats rows of others: one row a cursor.
-    let new = match reread {
-        true => format!("SELECT DISTINCT ON (cursor) * FROM ({from_segments})"),
-        false => from_segments,
-    };
-    let query = match old_rows {
-        // The rows as the collector read them (each source in its journal's order; a minute file
-        // holds one host).
-        None => new,
-        // The file's rows, then the buffer's that it does not hold yet: a row in both (jp-flush
-        // stopped between writing the file and deleting the rows) keeps the file's copy. An anti
-        // join holds only the file's cursors, and spills beyond the limit.
-        Some(old) => format!(
-            "SELECT * FROM ({old}) UNION ALL
-             SELECT n.* FROM ({new}) n ANTI JOIN (SELECT cursor FROM ({old})) USING (cursor)"
-        ),
-    };
-    let copy = format!(
-        "COPY ({query}) TO {} (FORMAT parquet, COMPRESSION {}, ROW_GROUP_SIZE 100000, ROW_GROUP_SIZE_BYTES '32MB', \
-         KV_METADATA {{journal_parquet_schema: '{PARQUET_SCHEMA}'}})",
-        quote(&tmp.to_string_lossy()),
-        settings.compression.sql()
-    );
-    let written = fault::point("flush-minute-before-copy")
-        .map_err(anyhow::Error::from)
-        .and_then(|()| conn.execute(&copy, []).map_err(anyhow::Error::from));
+    let query = minute_query(&sources, &which, &final_path, &existing);
+    let written = write_file(conn, &query, &tmp, settings);
     if let Existing::Damaged { salvaged, .. } = &existing {
         let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS {salvaged}"));
     }
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e.context(format!("failed to write {}", tmp.display())));
-    }
-    let durable = (|| -> std::io::Result<()> {
-        let f = File::open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(0o640))?;
-        f.sync_all()
-    })();
-    if let Err(e) = durable {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("failed to write {}", tmp.display()));
-    }
+    written?;
     // A damaged file is kept under another name (a second link to it) only now that its
     // replacement is durable: until the rename below, the tree still holds it, and a crash
     // leaves it for the next run to salvage again.
@@ -314,4 +244,102 @@ fn export_minute(
             })?;
     }
     Ok((rows as u64, !matches!(existing, Existing::Nothing)))
+}
+
+/// host_dir comes from layout::host_dir: one segment of [A-Za-z0-9.%@_~-], never . or ..; any
+/// other is refused rather than written outside its place.
+fn check_host_dir(host_dir: &str) -> Result<()> {
+    let safe = !host_dir.is_empty()
+        && host_dir != "."
+        && host_dir != ".."
+        && host_dir
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._%@~-".contains(&b));
+    match safe {
+        true => Ok(()),
+        false => bail!(
+            "refusing to write under the host directory {host_dir:?}: not a safe path segment"
+        ),
+    }
+}
+
+/// The rows of one minute file: the buffer's rows of the minute (`which`) from `sources`, and,
+/// when the file exists, its rows first.
+fn minute_query(
+    sources: &[&AttachedSegment],
+    which: &str,
+    final_path: &Path,
+    existing: &Existing,
+) -> String {
+    let columns = select_list();
+    let from_segments: Vec<String> = sources
+        .iter()
+        .map(|s| {
+            format!(
+                "SELECT {columns} FROM {}.journal_logs WHERE {which}",
+                s.alias
+            )
+        })
+        .collect();
+    let from_segments = from_segments.join(" UNION ALL ");
+    let old_rows = match existing {
+        Existing::Nothing => None,
+        Existing::Readable => Some(format!(
+            "SELECT {columns} FROM read_parquet({})",
+            quote(&final_path.to_string_lossy())
+        )),
+        Existing::Damaged { salvaged, .. } => Some(format!("SELECT {columns} FROM {salvaged}")),
+    };
+    // Rows can repeat only where a file is merged again or a segment read the journal again:
+    // only then does the minute pay for finding them.
+    let reread = sources.iter().any(|s| s.reread);
+    // Nothing is sorted: the rows are written as they stream, in the memory of one row group,
+    // however many there are. Sorting a minute needed memory in proportion to it (measured: out
+    // of memory at 192MB for two 4-million-entry minutes written at once, and for a minute merged
+    // into its file for the eighth time after a crash storm).
+    // A segment that read the journal again repeats rows of others: one row a cursor.
+    let new = match reread {
+        true => format!("SELECT DISTINCT ON (cursor) * FROM ({from_segments})"),
+        false => from_segments,
+    };
+    match old_rows {
+        // The rows as the collector read them (each source in its journal's order; a minute file
+        // holds one host).
+        None => new,
+        // The file's rows, then the buffer's that it does not hold yet: a row in both (jp-flush
+        // stopped between writing the file and deleting the rows) keeps the file's copy. An anti
+        // join holds only the file's cursors, and spills beyond the limit.
+        Some(old) => format!(
+            "SELECT * FROM ({old}) UNION ALL
+             SELECT n.* FROM ({new}) n ANTI JOIN (SELECT cursor FROM ({old})) USING (cursor)"
+        ),
+    }
+}
+
+/// Writes the rows of `query` to the temporary file `tmp`, durably and with the archive's
+/// mode; on failure, `tmp` is removed.
+fn write_file(conn: &Connection, query: &str, tmp: &Path, settings: &Settings) -> Result<()> {
+    let copy = format!(
+        "COPY ({query}) TO {} (FORMAT parquet, COMPRESSION {}, ROW_GROUP_SIZE 100000, ROW_GROUP_SIZE_BYTES '32MB', \
+         KV_METADATA {{journal_parquet_schema: '{PARQUET_SCHEMA}'}})",
+        quote(&tmp.to_string_lossy()),
+        settings.compression.sql()
+    );
+    let written = fault::point("flush-minute-before-copy")
+        .map_err(anyhow::Error::from)
+        .and_then(|()| conn.execute(&copy, []).map_err(anyhow::Error::from));
+    if let Err(e) = written {
+        let _ = fs::remove_file(tmp);
+        return Err(e.context(format!("failed to write {}", tmp.display())));
+    }
+    let durable = (|| -> std::io::Result<()> {
+        let f = File::open(tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o640))?;
+        f.sync_all()
+    })();
+    if let Err(e) = durable {
+        let _ = fs::remove_file(tmp);
+        return Err(e).with_context(|| format!("failed to write {}", tmp.display()));
+    }
+    Ok(())
 }

@@ -72,46 +72,8 @@ pub fn run(args: &QueryArgs) -> Result<()> {
         false => &[&settings.data_dir],
     };
     crate::sys::user::become_owner(dirs, "journal-parquet query")?;
-    let (sql, source) = match args.sql.as_deref() {
-        Some(text) if text != "-" => (text.to_owned(), SqlSource::Argument),
-        _ => {
-            if std::io::stdin().is_terminal() {
-                return Err(
-                    Usage("no SQL: give it as the argument, or on standard input".into()).into(),
-                );
-            }
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("failed to read the SQL from standard input")?;
-            (text, SqlSource::Stdin)
-        }
-    };
-    let sql = sql.trim().trim_end_matches(';').trim().to_owned();
-    if sql.is_empty() {
-        return Err(Usage(format!("{} is empty", source.describe())).into());
-    }
-    let scope = Scope {
-        hosts: args
-            .hosts
-            .iter()
-            .map(|h| {
-                // A host name as the entries give it, or its directory name as it is.
-                if settings.data_dir.join(h).is_dir() {
-                    h.clone()
-                } else {
-                    host_dir(h.as_bytes())
-                }
-            })
-            .collect(),
-        since: args.since.map(|u| u as i64),
-        until: args.until.map(|u| u as i64),
-    };
-    if let (Some(s), Some(u)) = (scope.since, scope.until) {
-        if u <= s {
-            return Err(Usage("--until must be later than --since".into()).into());
-        }
-    }
+    let (sql, source) = read_sql(args)?;
+    let scope = scope_of(args, &settings)?;
     let mut files = if settings.data_dir.exists() {
         minute_files(&settings.data_dir, &scope)?
     } else if args.live {
@@ -122,27 +84,7 @@ pub fn run(args: &QueryArgs) -> Result<()> {
             settings.data_dir.display()
         );
     };
-
-    let config = crate::sys::duckdb::base_config()?.access_mode(AccessMode::ReadWrite)?;
-    let conn = Connection::open_in_memory_with_flags(config).context("failed to start DuckDB")?;
-    // A private scratch directory: DuckDB spills there beyond the memory limit instead of
-    // failing, and COPY writes the result there.
-    let scratch =
-        std::env::temp_dir().join(format!("journal-parquet-query-{}", std::process::id()));
-    // Left by an earlier query of the same process ID that was killed.
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&scratch)
-        .with_context(|| format!("failed to create {}", scratch.display()))?;
-    let scratch = RemoveOnDrop(scratch);
-    conn.execute_batch(&format!(
-        "SET temp_directory = {}; SET memory_limit = {};",
-        quote(&scratch.0.join("spill").to_string_lossy()),
-        quote(&settings.flush_memory_limit)
-    ))
-    .context("failed to configure DuckDB")?;
-
+    let (conn, scratch) = open_duckdb(&settings)?;
     let live = match args.live {
         true => attach_buffer(&conn, &settings, &scope)?,
         false => None,
@@ -167,32 +109,113 @@ pub fn run(args: &QueryArgs) -> Result<()> {
                 format => copy_out(&conn, &sql, format, &scratch.0),
             });
         let Err(e) = result else { return Ok(()) };
-        // A minute file whose content DuckDB finds invalid (damaged after jp-flush wrote it, and
-        // not found by a merge yet) is left out, with a warning: the rest of the archive still
-        // answers. Any other failure (the disk, memory, open files) fails the query: an answer
-        // with files silently missing would look whole. DuckDB names the file in quotes on the
-        // first line; later lines quote the SQL.
-        let text = crate::sys::duckdb::chain_text(&e);
-        let text = text.lines().next().unwrap_or_default();
-        let damaged = files
-            .iter()
-            .position(|f| text.contains(&quote(&f.to_string_lossy())))
-            .filter(|&i| {
-                crate::sys::duckdb::says_parquet_invalid(&e)
-                    && crate::sys::files::read_through(&files[i]).is_ok()
-            });
-        match damaged {
+        match damaged_file(&e, &files) {
             Some(i) => {
                 let file = files.remove(i);
                 eprintln!(
                     "journal-parquet query: warning: left out {}, which cannot be read: {}",
                     file.display(),
-                    text
+                    first_line(&e)
                 );
             }
             None => return Err(e.context(format!("the query failed ({})", source.describe()))),
         }
     }
+}
+
+/// The first line of an error's text: DuckDB names a file in quotes there; later lines quote
+/// the SQL.
+fn first_line(e: &anyhow::Error) -> String {
+    let text = crate::sys::duckdb::chain_text(e);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Which of `files` made the query fail because DuckDB finds its content invalid (damaged after
+/// jp-flush wrote it, and not found by a merge yet): it is left out, with a warning, and the
+/// rest of the archive still answers. Any other failure (the disk, memory, open files) fails
+/// the query: an answer with files silently missing would look whole.
+fn damaged_file(e: &anyhow::Error, files: &[PathBuf]) -> Option<usize> {
+    let text = first_line(e);
+    files
+        .iter()
+        .position(|f| text.contains(&quote(&f.to_string_lossy())))
+        .filter(|&i| {
+            crate::sys::duckdb::says_parquet_invalid(e)
+                && crate::sys::files::read_through(&files[i]).is_ok()
+        })
+}
+
+/// The SQL, from the argument or standard input, without its final `;`.
+fn read_sql(args: &QueryArgs) -> Result<(String, SqlSource)> {
+    let (sql, source) = match args.sql.as_deref() {
+        Some(text) if text != "-" => (text.to_owned(), SqlSource::Argument),
+        _ => {
+            if std::io::stdin().is_terminal() {
+                return Err(
+                    Usage("no SQL: give it as the argument, or on standard input".into()).into(),
+                );
+            }
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("failed to read the SQL from standard input")?;
+            (text, SqlSource::Stdin)
+        }
+    };
+    let sql = sql.trim().trim_end_matches(';').trim().to_owned();
+    if sql.is_empty() {
+        return Err(Usage(format!("{} is empty", source.describe())).into());
+    }
+    Ok((sql, source))
+}
+
+/// The hosts and time range the flags ask for.
+fn scope_of(args: &QueryArgs, settings: &Settings) -> Result<Scope> {
+    let scope = Scope {
+        hosts: args
+            .hosts
+            .iter()
+            .map(|h| {
+                // A host name as the entries give it, or its directory name as it is.
+                if settings.data_dir.join(h).is_dir() {
+                    h.clone()
+                } else {
+                    host_dir(h.as_bytes())
+                }
+            })
+            .collect(),
+        since: args.since.map(|u| u as i64),
+        until: args.until.map(|u| u as i64),
+    };
+    if let (Some(s), Some(u)) = (scope.since, scope.until) {
+        if u <= s {
+            return Err(Usage("--until must be later than --since".into()).into());
+        }
+    }
+    Ok(scope)
+}
+
+/// An in-memory DuckDB with a private scratch directory: DuckDB spills there beyond the memory
+/// limit instead of failing, and COPY writes the result there.
+fn open_duckdb(settings: &Settings) -> Result<(Connection, RemoveOnDrop)> {
+    let config = crate::sys::duckdb::base_config()?.access_mode(AccessMode::ReadWrite)?;
+    let conn = Connection::open_in_memory_with_flags(config).context("failed to start DuckDB")?;
+    let scratch =
+        std::env::temp_dir().join(format!("journal-parquet-query-{}", std::process::id()));
+    // Left by an earlier query of the same process ID that was killed.
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&scratch)
+        .with_context(|| format!("failed to create {}", scratch.display()))?;
+    let scratch = RemoveOnDrop(scratch);
+    conn.execute_batch(&format!(
+        "SET temp_directory = {}; SET memory_limit = {};",
+        quote(&scratch.0.join("spill").to_string_lossy()),
+        quote(&settings.flush_memory_limit)
+    ))
+    .context("failed to configure DuckDB")?;
+    Ok((conn, scratch))
 }
 
 /// Once the views exist, the user's SQL may read the archive and nothing else: no other file
