@@ -196,76 +196,98 @@ pub fn acquire(state_dir: &Path, buffer: &Buffer, handoff_timeout: Duration) -> 
         if Instant::now() >= deadline {
             bail!(too_late("the collector did not answer"));
         }
-        match UnixStream::connect(&socket) {
-            Ok(mut stream) => {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                stream
-                    .set_read_timeout(Some(remaining.max(Duration::from_millis(1))))
-                    .ok();
-                if stream.write_all(format!("{SEAL}\n").as_bytes()).is_ok() {
-                    let mut answer = String::new();
-                    match BufReader::new(&stream).read_line(&mut answer) {
-                        Ok(_) => {
-                            let open = answer
-                                .trim()
-                                .strip_prefix(SEALED)
-                                .and_then(|n| n.trim().parse::<u64>().ok());
-                            if let Some(open) = open {
-                                log::debug!(
-                                    "the collector sealed the segments below {open} in {:.1} ms",
-                                    started.elapsed().as_secs_f64() * 1e3
-                                );
-                                return Ok(Lease {
-                                    _flush_lock: flush_lock,
-                                    open: Some(open),
-                                    waited: started.elapsed(),
-                                });
-                            }
-                            // EOF: the collector died or stopped mid-request; try again.
-                        }
-                        Err(e)
-                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-                        {
-                            continue; // the deadline check above reports it
-                        }
-                        Err(_) => {}
-                    }
-                }
-            }
+        let attempt = match UnixStream::connect(&socket) {
+            Ok(stream) => ask_to_seal(stream, deadline),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
-                // No collector listens: seal the last segment here, holding the collector's lock
-                // so that none starts meanwhile. A collector that holds it is starting up: its
-                // socket comes next.
-                if let Some(_collector_lock) = try_lock(&state_dir.join("collector.lock"))? {
-                    buffer.clean_leftovers()?;
-                    let open = match buffer.seal_without_collector() {
-                        // The collector sets a damaged last segment aside when it starts; the
-                        // sealed ones below it can be flushed meanwhile.
-                        Err(e) if crate::sys::duckdb::says_database_damaged(&e) => {
-                            log::warn!(
-                                "{}: left for the collector to replace",
-                                crate::sys::duckdb::chain_text(&e)
-                            );
-                            buffer.segments()?.last().copied()
-                        }
-                        other => other?,
-                    };
-                    log::debug!(
-                        "no collector listens on {}: sealed the buffer here",
-                        socket.display()
-                    );
-                    return Ok(Lease {
-                        _flush_lock: flush_lock,
-                        open,
-                        waited: started.elapsed(),
-                    });
-                }
+                seal_here(state_dir, buffer)?
             }
             Err(e) => {
                 return Err(e).with_context(|| format!("failed to connect to {}", socket.display()))
             }
+        };
+        match attempt {
+            Attempt::Sealed { open, by } => {
+                log::debug!(
+                    "{by} sealed the segments below {open:?} in {:.1} ms",
+                    started.elapsed().as_secs_f64() * 1e3,
+                );
+                return Ok(Lease {
+                    _flush_lock: flush_lock,
+                    open,
+                    waited: started.elapsed(),
+                });
+            }
+            Attempt::TimedOut => continue, // the deadline check above reports it
+            Attempt::Again => {}
         }
         sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(200));
     }
+}
+
+/// What one attempt to have the segments sealed gave.
+enum Attempt {
+    /// Sealed below segment `open` (None: the buffer has none), by whom.
+    Sealed { open: Option<u64>, by: &'static str },
+    /// The collector did not answer before the deadline.
+    TimedOut,
+    /// Nothing yet (the collector stopped mid-request, or is starting up): try again.
+    Again,
+}
+
+/// Asks the collector listening on `stream` to seal its open segment.
+fn ask_to_seal(mut stream: UnixStream, deadline: Instant) -> Attempt {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    stream
+        .set_read_timeout(Some(remaining.max(Duration::from_millis(1))))
+        .ok();
+    if stream.write_all(format!("{SEAL}\n").as_bytes()).is_err() {
+        return Attempt::Again;
+    }
+    let mut answer = String::new();
+    match BufReader::new(&stream).read_line(&mut answer) {
+        Ok(_) => {
+            let open = answer
+                .trim()
+                .strip_prefix(SEALED)
+                .and_then(|n| n.trim().parse::<u64>().ok());
+            match open {
+                Some(open) => Attempt::Sealed {
+                    open: Some(open),
+                    by: "the collector",
+                },
+                // EOF: the collector died or stopped mid-request.
+                None => Attempt::Again,
+            }
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Attempt::TimedOut
+        }
+        Err(_) => Attempt::Again,
+    }
+}
+
+/// No collector listens: seals the last segment here, holding the collector's lock so that
+/// none starts meanwhile. A collector that holds it is starting up: its socket comes next.
+fn seal_here(state_dir: &Path, buffer: &Buffer) -> Result<Attempt> {
+    let Some(_collector_lock) = try_lock(&state_dir.join("collector.lock"))? else {
+        return Ok(Attempt::Again);
+    };
+    buffer.clean_leftovers()?;
+    let open = match buffer.seal_without_collector() {
+        // The collector sets a damaged last segment aside when it starts; the sealed ones below
+        // it can be flushed meanwhile.
+        Err(e) if crate::sys::duckdb::says_database_damaged(&e) => {
+            log::warn!(
+                "{}: left for the collector to replace",
+                crate::sys::duckdb::chain_text(&e)
+            );
+            buffer.segments()?.last().copied()
+        }
+        other => other?,
+    };
+    Ok(Attempt::Sealed {
+        open,
+        by: "jp-flush (no collector listened)",
+    })
 }

@@ -65,6 +65,75 @@ fn as_number<T: std::str::FromStr>(value: Option<&[u8]>) -> Option<T> {
         .and_then(|t| t.parse().ok())
 }
 
+/// The promoted fields of one entry: the first value of each, how many values it has, and
+/// that value as printable text (what journalctl shows as a string), validated once.
+struct Promoted<'a> {
+    first: [Option<&'a [u8]>; PROMOTED.len()],
+    count: [u32; PROMOTED.len()],
+    shown: [Option<&'a str>; PROMOTED.len()],
+}
+
+impl<'a> Promoted<'a> {
+    #[inline]
+    fn scan(fields: &'a Fields) -> Promoted<'a> {
+        let mut first: [Option<&[u8]>; PROMOTED.len()] = [None; PROMOTED.len()];
+        let mut count = [0u32; PROMOTED.len()];
+        for (name, value) in fields.iter() {
+            // Every promoted name starts with '_' or an upper-case letter of "MPS".
+            if !matches!(name.first(), Some(b'_' | b'M' | b'P' | b'S')) {
+                continue;
+            }
+            if let Some(slot) = PROMOTED.iter().position(|p| *p == name) {
+                first[slot].get_or_insert(value);
+                count[slot] += 1;
+            }
+        }
+        let shown = first.map(|v| v.and_then(printable_text));
+        Promoted {
+            first,
+            count,
+            shown,
+        }
+    }
+
+    /// The text of a text column.
+    #[inline]
+    fn text(&self, slot: usize) -> Option<&'a str> {
+        self.shown[slot].or_else(|| as_text(self.first[slot]))
+    }
+
+    /// The names whose one value its column holds exactly: a text column holds any UTF-8; a
+    /// number column (`parsed` says it took the value) only the number's own spelling ("7",
+    /// not "07" or "+7"). The `fields` JSON leaves them out.
+    #[inline]
+    fn in_columns(
+        &self,
+        parsed: impl Fn(usize) -> bool,
+    ) -> ([&'static [u8]; PROMOTED.len()], usize) {
+        let mut names: [&[u8]; PROMOTED.len()] = [b""; PROMOTED.len()];
+        let mut n = 0;
+        for (slot, name) in PROMOTED.iter().enumerate() {
+            let (Some(value), Some(_)) = (self.first[slot], self.shown[slot]) else {
+                continue;
+            };
+            if self.count[slot] != 1 {
+                continue;
+            }
+            let exact = match slot {
+                PRIORITY | PID | UID | GID | SOURCE_REALTIME => {
+                    parsed(slot) && canonical_decimal(value)
+                }
+                _ => parsed(slot),
+            };
+            if exact {
+                names[n] = name;
+                n += 1;
+            }
+        }
+        (names, n)
+    }
+}
+
 /// Rows being collected for the next commit, as Arrow column builders.
 pub struct Batch {
     columns: Builders,
@@ -114,61 +183,32 @@ impl Batch {
     /// the whole entry is `fields` plus those columns (`WHOLE_ENTRY_SQL`). Storing each value
     /// once halves what is written to the buffer and to Parquet.
     pub fn push(&mut self, meta: &EntryMeta, fields: &Fields) {
-        let mut first: [Option<&[u8]>; PROMOTED.len()] = [None; PROMOTED.len()];
-        let mut count = [0u32; PROMOTED.len()];
-        for (name, value) in fields.iter() {
-            // Every promoted name starts with '_' or an upper-case letter of "MPS".
-            if !matches!(name.first(), Some(b'_' | b'M' | b'P' | b'S')) {
-                continue;
-            }
-            if let Some(slot) = PROMOTED.iter().position(|p| *p == name) {
-                first[slot].get_or_insert(value);
-                count[slot] += 1;
-            }
-        }
-        // Printable text (what journalctl shows as a string), validated once per value.
-        let shown: [Option<&str>; PROMOTED.len()] = first.map(|v| v.and_then(printable_text));
-        let text = |slot: usize| shown[slot].or_else(|| as_text(first[slot]));
+        let found = Promoted::scan(fields);
+        let text = |slot: usize| found.text(slot);
         let hostname = text(HOSTNAME);
         let message = text(MESSAGE);
-        let priority = as_number::<u8>(first[PRIORITY]);
+        let priority = as_number::<u8>(found.first[PRIORITY]);
         let syslog_identifier = text(SYSLOG_IDENTIFIER);
         let systemd_unit = text(SYSTEMD_UNIT);
-        let pid = as_number::<i64>(first[PID]);
-        let uid = as_number::<i64>(first[UID]);
-        let gid = as_number::<i64>(first[GID]);
+        let pid = as_number::<i64>(found.first[PID]);
+        let uid = as_number::<i64>(found.first[UID]);
+        let gid = as_number::<i64>(found.first[GID]);
         let comm = text(COMM);
         let exe = text(EXE);
         let machine_id = text(MACHINE_ID);
         let transport = text(TRANSPORT);
-        let source_timestamp = as_number::<u64>(first[SOURCE_REALTIME])
+        let source_timestamp = as_number::<u64>(found.first[SOURCE_REALTIME])
             .filter(|&u| realtime_fits(u))
             .map(|u| u as i64);
-
-        // The names whose one value its column holds exactly: a text column holds any UTF-8; a
-        // number column only the number's own spelling ("7", not "07" or "+7").
-        let mut in_columns: [&[u8]; PROMOTED.len()] = [b""; PROMOTED.len()];
-        let mut n_in_columns = 0;
-        for (slot, name) in PROMOTED.iter().enumerate() {
-            let (Some(value), Some(_)) = (first[slot], shown[slot]) else {
-                continue;
-            };
-            if count[slot] != 1 {
-                continue;
-            }
-            let exact = match slot {
-                PRIORITY => priority.is_some() && canonical_decimal(value),
-                PID => pid.is_some() && canonical_decimal(value),
-                UID => uid.is_some() && canonical_decimal(value),
-                GID => gid.is_some() && canonical_decimal(value),
-                SOURCE_REALTIME => source_timestamp.is_some() && canonical_decimal(value),
-                _ => true,
-            };
-            if exact {
-                in_columns[n_in_columns] = name;
-                n_in_columns += 1;
-            }
-        }
+        // A number column holds its field exactly when the field parsed as a number.
+        let (in_columns, n_in_columns) = found.in_columns(|slot| match slot {
+            PRIORITY => priority.is_some(),
+            PID => pid.is_some(),
+            UID => uid.is_some(),
+            GID => gid.is_some(),
+            SOURCE_REALTIME => source_timestamp.is_some(),
+            _ => true,
+        });
         let boot_hex = id128_hex(&meta.boot_id);
         encode_json(
             meta,
@@ -211,7 +251,7 @@ impl Batch {
         self.columns
             .source_timestamp
             .append_option(source_timestamp);
-        match first[HOSTNAME] {
+        match found.first[HOSTNAME] {
             None => self.columns.host_dir.append_value(&self.local_host_dir),
             Some(raw) => {
                 if self.last_host.as_ref().is_none_or(|(h, _)| h != raw) {

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 
-use crate::config::keys;
+use crate::config::reference;
 use crate::config::{CollectorArgs, FlushArgs};
 
 /// The exit statuses both programs document (see `exit_with`).
@@ -123,10 +123,10 @@ fn config_page() -> String {
          .SH SYNOPSIS\n/etc/journal-parquet/config.toml\n.SH DESCRIPTION\n",
         env!("CARGO_PKG_VERSION")
     );
-    let header: Vec<String> = keys::HEADER.lines().map(str::to_owned).collect();
+    let header: Vec<String> = reference::HEADER.lines().map(str::to_owned).collect();
     text_lines(&mut out, &header);
     out.push_str(".SH KEYS\n");
-    for (group, example, text) in keys::reference() {
+    for (group, example, text) in reference::reference() {
         if !group.is_empty() {
             let _ = writeln!(out, ".PP\n{}", escape(&group));
         }
@@ -141,19 +141,19 @@ fn config_page() -> String {
 /// config and the guide's key table.
 pub fn write_sources(root: &Path) -> Result<()> {
     let config = root.join("packaging/config.toml");
-    std::fs::write(&config, keys::shipped_config())
+    std::fs::write(&config, reference::shipped_config())
         .with_context(|| format!("failed to write {}", config.display()))?;
     let guide = root.join("docs/guide.md");
     let text = std::fs::read_to_string(&guide)
         .with_context(|| format!("failed to read {}", guide.display()))?;
-    let (start, end) = keys::GUIDE_MARKERS;
+    let (start, end) = reference::GUIDE_MARKERS;
     let (before, rest) = text
         .split_once(start)
         .with_context(|| format!("{} lacks the line {start:?}", guide.display()))?;
     let (_, after) = rest
         .split_once(end)
         .with_context(|| format!("{} lacks the line {end:?}", guide.display()))?;
-    let new = format!("{before}{start}{}{end}{after}", keys::guide_table());
+    let new = format!("{before}{start}{}{end}{after}", reference::guide_table());
     std::fs::write(&guide, new).with_context(|| format!("failed to write {}", guide.display()))
 }
 
@@ -211,6 +211,7 @@ pub fn write_all(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::keys;
 
     /// Guards "generated from the definitions": every flag of every program, and every key of
     /// the config reference, is in its man page.

@@ -10,6 +10,7 @@
 pub mod docs;
 
 pub mod keys;
+pub mod reference;
 
 mod args;
 mod settings;

@@ -202,32 +202,8 @@ impl Settings {
             LOG_LEVEL_ENV,
             std::env::var(LOG_LEVEL_ENV).ok(),
         )?;
-        let given_state = given.path(&keys::STATE_DIR);
-        let data_dir = given
-            .path(&keys::DATA_DIR)
-            .or(given_state.as_ref().map(|s| s.join("data")))
-            .unwrap_or_else(|| PathBuf::from("data"));
-        let state_dir = given_state.unwrap_or_else(|| PathBuf::from("state"));
-        for (key, dir) in [(&keys::STATE_DIR, &state_dir), (&keys::DATA_DIR, &data_dir)] {
-            check_dir_path(dir).map_err(|why| given.bad(key, &why))?;
-            given.record(key, dir.to_string_lossy().as_ref().into());
-        }
-        let source = match (
-            given.path(&keys::JOURNAL_DIRECTORY),
-            given.string(&keys::NAMESPACE),
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(given
-                    .bad(
-                        &keys::NAMESPACE,
-                        "journal_directory and namespace name two sources: keep one",
-                    )
-                    .into())
-            }
-            (Some(dir), None) => Source::Directory(dir),
-            (None, Some(name)) => Source::Namespace(name),
-            (None, None) => Source::System,
-        };
+        let (state_dir, data_dir) = directories(&mut given)?;
+        let source = source(&mut given)?;
         let level_text = given.string(&keys::LOG_LEVEL).unwrap_or_default();
         let log_level: LevelFilter = level_text
             .parse()
@@ -242,22 +218,7 @@ impl Settings {
             &keys::METRICS_DIRECTORY,
             metrics_dir.to_string_lossy().as_ref().into(),
         );
-        let lists = keys::GLOB_KEY_DEFS.map(|k| given.globs(k));
-        let max_priority = given.unsigned(&keys::MAX_PRIORITY).map(|p| p as u8);
-        let filter = Filter::new(lists, max_priority)
-            .map_err(|(i, why)| given.bad(keys::GLOB_KEY_DEFS[i], &why))?;
-        // Spans and sizes passed their key's rule when given.
-        let retention = Retention {
-            max_age: given
-                .string(&keys::MAX_AGE)
-                .and_then(|t| crate::archive::retention::parse_span(&t)),
-            max_use: given
-                .string(&keys::MAX_USE)
-                .and_then(|t| crate::archive::retention::parse_size(&t)),
-            keep_free: given
-                .string(&keys::KEEP_FREE)
-                .and_then(|t| crate::archive::retention::parse_size(&t)),
-        };
+        let (filter, retention) = filter_and_retention(&mut given)?;
         // Every other key has a default, checked against its rule by a unit test of `keys`.
         let mut number = |key| given.unsigned(key).unwrap_or_default();
         let commit_interval = Duration::from_millis(number(&keys::COMMIT_INTERVAL_MS));
@@ -294,6 +255,63 @@ impl Settings {
             effective: given.into_effective(),
         })
     }
+}
+
+/// The state and data directories: given, or worked out (see the module's comment).
+fn directories(given: &mut Given) -> Result<(PathBuf, PathBuf)> {
+    let given_state = given.path(&keys::STATE_DIR);
+    let data_dir = given
+        .path(&keys::DATA_DIR)
+        .or(given_state.as_ref().map(|s| s.join("data")))
+        .unwrap_or_else(|| PathBuf::from("data"));
+    let state_dir = given_state.unwrap_or_else(|| PathBuf::from("state"));
+    for (key, dir) in [(&keys::STATE_DIR, &state_dir), (&keys::DATA_DIR, &data_dir)] {
+        check_dir_path(dir).map_err(|why| given.bad(key, &why))?;
+        given.record(key, dir.to_string_lossy().as_ref().into());
+    }
+    Ok((state_dir, data_dir))
+}
+
+/// The journal source: a directory, a namespace, or the system's journals.
+fn source(given: &mut Given) -> Result<Source> {
+    let source = match (
+        given.path(&keys::JOURNAL_DIRECTORY),
+        given.string(&keys::NAMESPACE),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(given
+                .bad(
+                    &keys::NAMESPACE,
+                    "journal_directory and namespace name two sources: keep one",
+                )
+                .into())
+        }
+        (Some(dir), None) => Source::Directory(dir),
+        (None, Some(name)) => Source::Namespace(name),
+        (None, None) => Source::System,
+    };
+    Ok(source)
+}
+
+/// The filters and the retention limits.
+fn filter_and_retention(given: &mut Given) -> Result<(Filter, Retention)> {
+    let lists = keys::GLOB_KEY_DEFS.map(|k| given.globs(k));
+    let max_priority = given.unsigned(&keys::MAX_PRIORITY).map(|p| p as u8);
+    let filter = Filter::new(lists, max_priority)
+        .map_err(|(i, why)| given.bad(keys::GLOB_KEY_DEFS[i], &why))?;
+    // Spans and sizes passed their key's rule when given.
+    let retention = Retention {
+        max_age: given
+            .string(&keys::MAX_AGE)
+            .and_then(|t| crate::archive::retention::parse_span(&t)),
+        max_use: given
+            .string(&keys::MAX_USE)
+            .and_then(|t| crate::archive::retention::parse_size(&t)),
+        keep_free: given
+            .string(&keys::KEEP_FREE)
+            .and_then(|t| crate::archive::retention::parse_size(&t)),
+    };
+    Ok((filter, retention))
 }
 
 /// The flags both programs share, as values of their keys.

@@ -72,45 +72,7 @@ pub(super) fn write_metrics(settings: &Settings, result: &Result<Report>, took: 
     let empty = Report::default();
     let r = result.as_ref().unwrap_or(&empty);
     let mut m = Metrics::default();
-    let counters = [
-        ("flush_runs_total", "jp-flush runs.", 1.0),
-        (
-            "entries_exported_total",
-            "Entries written to Parquet.",
-            r.rows_exported as f64,
-        ),
-        (
-            "parquet_files_written_total",
-            "Minute files written (new or merged).",
-            r.files_written as f64,
-        ),
-        (
-            "parquet_files_merged_total",
-            "Minute files written by merging into an existing one.",
-            r.files_merged as f64,
-        ),
-        (
-            "parquet_bytes_written_total",
-            "Bytes of the minute files written.",
-            r.bytes_written as f64,
-        ),
-        (
-            "flush_duration_seconds_total",
-            "Time jp-flush runs took.",
-            took.as_secs_f64(),
-        ),
-        (
-            "retention_deleted_files_total",
-            "Minute files deleted by retention.",
-            r.retention.files as f64,
-        ),
-        (
-            "retention_deleted_bytes_total",
-            "Bytes deleted by retention.",
-            r.retention.bytes as f64,
-        ),
-    ];
-    for (name, help, add) in counters {
+    for (name, help, add) in counters(r, took) {
         m.one(Kind::Counter, name, help, was(name) + add);
     }
     let kinds = ["buffer_unavailable", "memory", "io", "other"];
@@ -158,4 +120,46 @@ pub(super) fn write_metrics(settings: &Settings, result: &Result<Report>, took: 
     if let Err(e) = m.write(&settings.metrics_dir, FLUSH_FILE) {
         log::warn!("{}: the metrics are not up to date", chain_text(&e));
     }
+}
+
+/// jp-flush's counters, each with its help and what this run adds to it.
+fn counters(r: &Report, took: Duration) -> [(&'static str, &'static str, f64); 8] {
+    [
+        ("flush_runs_total", "jp-flush runs.", 1.0),
+        (
+            "entries_exported_total",
+            "Entries written to Parquet.",
+            r.rows_exported as f64,
+        ),
+        (
+            "parquet_files_written_total",
+            "Minute files written (new or merged).",
+            r.files_written as f64,
+        ),
+        (
+            "parquet_files_merged_total",
+            "Minute files written by merging into an existing one.",
+            r.files_merged as f64,
+        ),
+        (
+            "parquet_bytes_written_total",
+            "Bytes of the minute files written.",
+            r.bytes_written as f64,
+        ),
+        (
+            "flush_duration_seconds_total",
+            "Time jp-flush runs took.",
+            took.as_secs_f64(),
+        ),
+        (
+            "retention_deleted_files_total",
+            "Minute files deleted by retention.",
+            r.retention.files as f64,
+        ),
+        (
+            "retention_deleted_bytes_total",
+            "Bytes deleted by retention.",
+            r.retention.bytes as f64,
+        ),
+    ]
 }
