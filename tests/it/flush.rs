@@ -863,6 +863,47 @@ fn metrics_pass_promtool_count_journald_losses_and_are_scraped_by_node_exporter(
             stderr(&out)
         );
     }
+    // The guide's metrics table names exactly the metrics the programs write (the names are
+    // written once, beside their counters; the table is held to them here).
+    let written: BTreeSet<String> = [&collector, &flush]
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| {
+            l.strip_prefix("# TYPE ")
+                .and_then(|l| l.split(' ').next())
+                .map(str::to_owned)
+        })
+        .collect();
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/guide.md")).unwrap();
+    let documented: BTreeSet<String> = guide
+        .lines()
+        .filter(|l| l.trim_start().starts_with("| `journal_parquet_"))
+        .flat_map(|l| {
+            l.split('|')
+                .nth(1)
+                .unwrap_or("")
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|n| {
+            let bare = n.split('{').next().unwrap().to_owned();
+            match bare.strip_prefix('_') {
+                Some(rest) => format!("journal_parquet_{rest}"),
+                None => bare,
+            }
+        })
+        .collect();
+    assert_eq!(written, documented, "docs/guide.md's metrics table");
     let sample = |file: &std::path::Path, key: &str| -> f64 {
         let text = std::fs::read_to_string(file).unwrap();
         text.lines()
