@@ -1,18 +1,17 @@
 //! Writing each (host, minute) of the attached segments to its Parquet file: a temporary file,
 //! fsync, rename, fsync of the directory, and only then the delete of its rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use duckdb::Connection;
 
 use crate::archive::layout::minute_file;
-use crate::buffer::Buffer;
 use crate::config::Settings;
 use crate::schema::columns::{BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA};
 use crate::sys::duckdb::quote;
@@ -44,10 +43,12 @@ pub(super) fn select_list() -> String {
 }
 
 /// One (host, minute) to write, and the segments holding its rows.
-struct Minute {
-    host_dir: String,
-    minute: i64,
-    sources: Vec<usize>,
+pub(super) struct Minute {
+    pub(super) host_dir: String,
+    pub(super) minute: i64,
+    pub(super) sources: Vec<usize>,
+    /// Its rows in the buffer.
+    pub(super) rows: u64,
 }
 
 /// Writes every minute of the attached segments that starts before `cutoff` (None: all), deletes
@@ -68,82 +69,104 @@ pub fn export(attached: &mut Attached, settings: &Settings, cutoff: Option<i64>)
 
 /// The minutes of every segment that start before `cutoff` (None: all), in time order.
 fn list_minutes(attached: &Attached, cutoff: Option<i64>) -> Result<Vec<Minute>> {
-    let mut minutes: BTreeMap<(i64, String), Vec<usize>> = BTreeMap::new();
+    let mut minutes: BTreeMap<(i64, String), (Vec<usize>, u64)> = BTreeMap::new();
     let before = cutoff.map_or(String::new(), |c| {
         format!("WHERE minute_key < make_timestamp({c})")
     });
     for (i, s) in attached.segments.iter().enumerate() {
         let mut st = attached.conn.prepare(&format!(
-            "SELECT DISTINCT host_dir, epoch_us(minute_key) FROM {}.journal_logs {before}",
+            "SELECT host_dir, epoch_us(minute_key), count(*) FROM {}.journal_logs {before} \
+             GROUP BY ALL",
             s.alias
         ))?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, u64>(2)?,
+            ))
+        })?;
         for row in rows {
-            let (host_dir, minute) = row.with_context(|| {
+            let (host_dir, minute, n) = row.with_context(|| {
                 format!(
                     "failed to list minutes in {}",
                     attached.buffer.segment_path(s.no).display()
                 )
             })?;
-            minutes.entry((minute, host_dir)).or_default().push(i);
+            let entry = minutes.entry((minute, host_dir)).or_default();
+            entry.0.push(i);
+            entry.1 += n;
         }
     }
     Ok(minutes
         .into_iter()
-        .map(|((minute, host_dir), sources)| Minute {
+        .map(|((minute, host_dir), (sources, rows))| Minute {
             host_dir,
             minute,
             sources,
+            rows,
         })
         .collect())
 }
 
 fn export_minutes(attached: &Attached, settings: &Settings, cutoff: Option<i64>) -> Result<Report> {
     let minutes = list_minutes(attached, cutoff)?;
-    // Minute files are independent (each written, renamed and its rows deleted on its own), so
-    // `flush_threads` of them are written at once, each on a connection of its own (DuckDB runs
-    // a query on one thread here): one core a file, with the memory of one row group each.
-    let workers = (settings.flush_threads as usize).clamp(1, minutes.len().max(1));
+    // Small minutes with no file yet and no row that can repeat go in one pass (`fresh`); a
+    // pass that fails leaves what it did not place to the one-minute path, which streams.
+    let reread: Vec<bool> = attached.segments.iter().map(|s| s.reread).collect();
+    let chosen: Vec<usize> = (0..minutes.len())
+        .filter(|&k| {
+            let m = &minutes[k];
+            m.rows <= super::fresh::MINUTE_ROWS_AT_MOST
+                && !m.sources.iter().any(|&i| reread[i])
+                && fs::symlink_metadata(minute_file(&settings.data_dir, &m.host_dir, m.minute))
+                    .is_err()
+        })
+        .collect();
+    let fresh = super::fresh::export_fresh(&attached.conn, settings, &minutes, &chosen);
+    let done: BTreeSet<usize> = fresh.iter().map(|p| p.minute).collect();
+    let rest: Vec<usize> = (0..minutes.len()).filter(|k| !done.contains(k)).collect();
+    let workers = (settings.flush_threads as usize).clamp(1, rest.len().max(1));
     // The workers share these (a DuckDB connection is not shared: each has its own).
-    let (segments, buffer) = (&attached.segments[..], &attached.buffer);
+    let segments = &attached.segments[..];
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let work = |conn: &Connection| -> Result<Report> {
-        let mut report = Report::default();
+    // What each worker put in place, and its first failure.
+    let work = |conn: &Connection| -> (Vec<Placed>, Result<()>) {
+        let mut placed = Vec::new();
         loop {
             if failed.load(Ordering::Relaxed) {
-                return Ok(report);
+                return (placed, Ok(()));
             }
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(m) = minutes.get(i) else {
-                return Ok(report);
+            let Some(&i) = rest.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                return (placed, Ok(()));
             };
+            let m = &minutes[i];
             let started = Instant::now();
-            let exported = export_minute(conn, segments, buffer, settings, m);
-            let Ok((rows, merged)) = exported else {
-                failed.store(true, Ordering::Relaxed);
-                return exported.map(|_| report);
-            };
-            report.files_written += 1;
-            report.files_merged += merged as usize;
-            report.rows_exported += rows;
-            report.bytes_written +=
-                std::fs::metadata(minute_file(&settings.data_dir, &m.host_dir, m.minute))
-                    .map_or(0, |f| f.len());
-            log::debug!(
-                "{}: {rows} entries in {:?}{}",
-                minute_file(&settings.data_dir, &m.host_dir, m.minute).display(),
-                started.elapsed(),
-                if merged {
-                    " (merged into the existing file)"
-                } else {
-                    ""
+            match export_minute(conn, segments, settings, (i, m)) {
+                Ok(p) => {
+                    log::debug!(
+                        "{}: {} rows in {:?}{}",
+                        p.path.display(),
+                        p.rows,
+                        started.elapsed(),
+                        if p.merged {
+                            " (merged into the existing file)"
+                        } else {
+                            ""
+                        }
+                    );
+                    placed.push(p);
                 }
-            );
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    return (placed, Err(e));
+                }
+            }
         }
     };
     let conn = &attached.conn;
-    let results: Vec<Result<Report>> = std::thread::scope(|scope| {
+    let results = std::thread::scope(|scope| {
         let mut handles = Vec::new();
         for _ in 1..workers {
             let conn = conn
@@ -156,27 +179,94 @@ fn export_minutes(attached: &Attached, settings: &Settings, cutoff: Option<i64>)
         for h in handles {
             results.push(
                 h.join()
-                    .unwrap_or_else(|_| bail!("an export thread panicked")),
+                    .unwrap_or_else(|_| (Vec::new(), Err(anyhow!("an export thread panicked")))),
             );
         }
         Ok::<_, anyhow::Error>(results)
     })?;
-    let mut report = Report::default();
-    for r in results {
-        report.add(r?);
+    let (placed, outcomes): (Vec<_>, Vec<_>) = results.into_iter().unzip();
+    let placed: Vec<Placed> = fresh
+        .into_iter()
+        .chain(placed.into_iter().flatten())
+        .collect();
+    // The minutes in place leave the buffer even when another failed: the next run would only
+    // merge them again.
+    let report = take_from_buffer(attached, &minutes, &placed)?;
+    for outcome in outcomes {
+        outcome?;
     }
     Ok(report)
 }
 
-/// Writes one host's minute; returns the rows taken from the buffer and whether an existing
-/// file was merged.
+/// A minute file put in place (renamed, its directory not yet made durable), whose rows are
+/// still in the buffer.
+pub(super) struct Placed {
+    /// Its index in the list of minutes.
+    pub(super) minute: usize,
+    pub(super) path: PathBuf,
+    pub(super) merged: bool,
+    /// Rows in the file (a merged file's old ones too; 0: not counted).
+    pub(super) rows: usize,
+}
+
+/// Makes the minute files put in place durable (one fsync a directory, not one a file), then
+/// deletes their rows from the buffer: one DELETE a segment for all of them, since each DELETE
+/// is a transaction that waits for the segment's log on disk (a fleet's thousands of quiet
+/// minutes paid that once a file). A crash before the DELETE leaves the rows, and the next run
+/// merges them into their files without duplicates.
+fn take_from_buffer(attached: &Attached, minutes: &[Minute], placed: &[Placed]) -> Result<Report> {
+    let mut report = Report::default();
+    let dirs: BTreeSet<&Path> = placed.iter().filter_map(|p| p.path.parent()).collect();
+    for dir in dirs {
+        sync_dir(dir)?;
+    }
+    for (i, segment) in attached.segments.iter().enumerate() {
+        let which: Vec<String> = placed
+            .iter()
+            .map(|p| &minutes[p.minute])
+            .filter(|m| m.sources.contains(&i))
+            .map(|m| format!("({}, {})", quote(&m.host_dir), m.minute))
+            .collect();
+        // In chunks, so that one statement stays a reasonable size.
+        for chunk in which.chunks(2000) {
+            let deleted = attached
+                .conn
+                .execute(
+                    &format!(
+                        "DELETE FROM {}.journal_logs WHERE (host_dir, epoch_us(minute_key)) IN \
+                         (SELECT * FROM (VALUES {}))",
+                        segment.alias,
+                        chunk.join(", ")
+                    ),
+                    [],
+                )
+                .with_context(|| {
+                    format!(
+                        "wrote {} minute files but failed to delete their rows from {} (the next \
+                         run merges them without duplicates)",
+                        placed.len(),
+                        attached.buffer.segment_path(segment.no).display()
+                    )
+                })?;
+            report.rows_exported += deleted as u64;
+        }
+    }
+    for p in placed {
+        report.files_written += 1;
+        report.files_merged += p.merged as usize;
+        report.bytes_written += fs::metadata(&p.path).map_or(0, |f| f.len());
+    }
+    Ok(report)
+}
+
+/// Writes one host's minute and puts it in place; its rows stay in the buffer until
+/// `take_from_buffer`.
 fn export_minute(
     conn: &Connection,
     segments: &[AttachedSegment],
-    buffer: &Buffer,
     settings: &Settings,
-    m: &Minute,
-) -> Result<(u64, bool)> {
+    (index, m): (usize, &Minute),
+) -> Result<Placed> {
     let host_dir = m.host_dir.as_str();
     check_host_dir(host_dir)?;
     let final_path = minute_file(&settings.data_dir, host_dir, m.minute);
@@ -204,7 +294,7 @@ fn export_minute(
     if let Existing::Damaged { salvaged, .. } = &existing {
         let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS {salvaged}"));
     }
-    written?;
+    let written = written?;
     // A damaged file is kept under another name (a second link to it) only now that its
     // replacement is durable: until the rename below, the tree still holds it, and a crash
     // leaves it for the next run to salvage again.
@@ -217,7 +307,6 @@ fn export_minute(
         let _ = fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("failed to put {} in place", final_path.display()));
     }
-    sync_dir(dir)?;
     if let (Existing::Damaged { kept, why, .. }, Some(aside)) = (&existing, aside) {
         log::warn!(
             "{} is damaged ({why}); kept it as {} and rewrote the minute from the buffer's rows \
@@ -226,24 +315,12 @@ fn export_minute(
             aside.display()
         );
     }
-    // One DELETE a segment: a DuckDB transaction writes to one attached database at most.
-    let mut rows = 0;
-    for s in &sources {
-        rows += conn
-            .execute(
-                &format!("DELETE FROM {}.journal_logs WHERE {which}", s.alias),
-                [],
-            )
-            .with_context(|| {
-                format!(
-                    "wrote {} but failed to delete its rows from {} (the next run merges them \
-                     without duplicates)",
-                    final_path.display(),
-                    buffer.segment_path(s.no).display()
-                )
-            })?;
-    }
-    Ok((rows as u64, !matches!(existing, Existing::Nothing)))
+    Ok(Placed {
+        minute: index,
+        path: final_path,
+        merged: !matches!(existing, Existing::Nothing),
+        rows: written,
+    })
 }
 
 /// host_dir comes from layout::host_dir: one segment of [A-Za-z0-9.%@_~-], never . or ..; any
@@ -316,22 +393,33 @@ fn minute_query(
     }
 }
 
+/// The options of every minute file's COPY.
+pub(super) fn copy_options(settings: &Settings) -> String {
+    format!(
+        "FORMAT parquet, COMPRESSION {}, ROW_GROUP_SIZE 100000, ROW_GROUP_SIZE_BYTES '32MB', \
+         KV_METADATA {{journal_parquet_schema: '{PARQUET_SCHEMA}'}}",
+        settings.compression.sql()
+    )
+}
+
 /// Writes the rows of `query` to the temporary file `tmp`, durably and with the archive's
 /// mode; on failure, `tmp` is removed.
-fn write_file(conn: &Connection, query: &str, tmp: &Path, settings: &Settings) -> Result<()> {
+fn write_file(conn: &Connection, query: &str, tmp: &Path, settings: &Settings) -> Result<usize> {
     let copy = format!(
-        "COPY ({query}) TO {} (FORMAT parquet, COMPRESSION {}, ROW_GROUP_SIZE 100000, ROW_GROUP_SIZE_BYTES '32MB', \
-         KV_METADATA {{journal_parquet_schema: '{PARQUET_SCHEMA}'}})",
+        "COPY ({query}) TO {} ({})",
         quote(&tmp.to_string_lossy()),
-        settings.compression.sql()
+        copy_options(settings)
     );
     let written = fault::point("flush-minute-before-copy")
         .map_err(anyhow::Error::from)
         .and_then(|()| conn.execute(&copy, []).map_err(anyhow::Error::from));
-    if let Err(e) = written {
-        let _ = fs::remove_file(tmp);
-        return Err(e.context(format!("failed to write {}", tmp.display())));
-    }
+    let rows = match written {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = fs::remove_file(tmp);
+            return Err(e.context(format!("failed to write {}", tmp.display())));
+        }
+    };
     let durable = (|| -> std::io::Result<()> {
         let f = File::open(tmp)?;
         f.set_permissions(fs::Permissions::from_mode(0o640))?;
@@ -341,5 +429,5 @@ fn write_file(conn: &Connection, query: &str, tmp: &Path, settings: &Settings) -
         let _ = fs::remove_file(tmp);
         return Err(e).with_context(|| format!("failed to write {}", tmp.display()));
     }
-    Ok(())
+    Ok(rows)
 }

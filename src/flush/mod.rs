@@ -28,6 +28,7 @@ use crate::sys::service;
 
 mod attach;
 mod export;
+mod fresh;
 mod report;
 mod retain;
 mod salvage;

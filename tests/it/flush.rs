@@ -1067,3 +1067,44 @@ fn salvaged_rows_survive_a_crash_at_every_step_of_the_rewrite() {
     assert_eq!(in_tree, 251, "the readable row groups and the new entry");
     assert_eq!(buffered_rows(&t), 0);
 }
+
+/// Guards the one-pass write of many small minutes (`flush::fresh`): a run killed while it
+/// puts them in place leaves its unplaced files where no `*.parquet` reader sees them, no
+/// minute twice, and the rows of every minute in the buffer until its file is in place; the
+/// next run writes every entry once and removes what the killed one left.
+#[test]
+fn many_small_minutes_go_in_one_pass_and_a_kill_in_it_shows_nothing_twice() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = TestDir::new();
+    let corpus = t.corpus("corpus", "-n 2000 --hosts 2 --seed 41 --duration 6h");
+    t.backfill(&corpus);
+    let parts = t.data().join(".jp-flush-parts");
+    let out = run(t
+        .flush(&["--all"])
+        .env("JP_FAULT", "flush-minute-before-rename@200"));
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    assert!(parts.is_dir(), "the killed pass left its files");
+    let rows = parquet_rows(&t.data());
+    let files: BTreeSet<&str> = rows.iter().map(|r| r["_file"].as_str().unwrap()).collect();
+    assert_eq!(files.len(), 199, "the minutes put in place before the kill");
+    let cursors: BTreeSet<&str> = rows.iter().map(|r| r["cursor"].as_str().unwrap()).collect();
+    assert_eq!(cursors.len(), rows.len(), "no entry twice");
+    assert_eq!(buffered_rows(&t), 2000, "every row stays until the delete");
+
+    let out = run_ok(&mut t.flush(&["--all"]));
+    let rows = parquet_rows(&t.data());
+    let cursors: BTreeSet<&str> = rows.iter().map(|r| r["cursor"].as_str().unwrap()).collect();
+    assert_eq!(
+        (rows.len(), cursors.len()),
+        (2000, 2000),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(buffered_rows(&t), 0);
+    assert!(!parts.exists(), "the killed pass's files are gone");
+    let files = rows
+        .iter()
+        .map(|r| r["_file"].as_str().unwrap())
+        .collect::<BTreeSet<_>>();
+    assert!(files.len() > 500, "{} minute files", files.len());
+}
