@@ -385,6 +385,25 @@ mod tests {
         );
     }
 
+    /// Guards the promoted fields against drifting from the column list: the fields `push`
+    /// promotes are those whose columns `WHOLE_ENTRY_SQL` (made from the list) puts back,
+    /// besides the ones every entry has from its header.
+    #[test]
+    fn promoted_fields_are_the_columns_fields() {
+        let sql = crate::schema::columns::WHOLE_ENTRY_SQL;
+        let in_sql: Vec<&str> = sql
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .filter(|f| !f.starts_with("__") && *f != "_BOOT_ID" && *f != "{}")
+            .collect();
+        let promoted: Vec<&str> = PROMOTED
+            .iter()
+            .map(|p| std::str::from_utf8(p).unwrap())
+            .collect();
+        assert_eq!(in_sql, promoted);
+    }
+
     /// Guards the size of `fields`: a promoted field is left out exactly when its column holds
     /// its one value byte for byte, and kept whenever it does not.
     #[test]

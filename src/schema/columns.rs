@@ -10,10 +10,22 @@ use duckdb::arrow::array::{
 use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 /// Writes the column list once and derives from it `COLUMNS` (name, DuckDB type, nullable: from
-/// which every DDL, cast and select list is made) and `Builders` (one Arrow builder a column,
-/// in the same order, for the collector's batches).
+/// which every DDL, cast and select list is made), `Builders` (one Arrow builder a column, in the
+/// same order, for the collector's batches) and `WHOLE_ENTRY_SQL` (from each column's
+/// `json` part: the journal field it holds, as journalctl prints it, or "" for none).
 macro_rules! columns {
-    ($($(#[$doc:meta])* $name:ident: $sql:literal, $builder:ident, $nullable:literal;)*) => {
+    ($($name:ident: $sql:literal, $builder:ident, $nullable:literal, json $json:literal;)*) => {
+        /// A DuckDB expression of a `journal_logs` or Parquet row that gives the whole entry as
+        /// `journalctl -o json --all` prints it: the columns that hold a field exactly, overlaid
+        /// with `fields` (which holds every other field, and a promoted field whenever its
+        /// column does not hold it exactly). The inner `json_merge_patch` drops the NULL
+        /// columns. docs/design.md shows it. The cursor closes the list: every entry has one.
+        pub const WHOLE_ENTRY_SQL: &str = concat!(
+            "json_merge_patch(json_merge_patch('{}', json_object(",
+            $($json,)*
+            "'__CURSOR', cursor)), fields)"
+        );
+
         /// The columns of `journal_logs` and of the Parquet files, in order: name, DuckDB type,
         /// and whether the column can be NULL (see the list's comment).
         pub const COLUMNS: &[(&str, &str, bool)] = &[$((stringify!($name), $sql, $nullable)),*];
@@ -47,28 +59,32 @@ macro_rules! columns {
 // functions take the text as it is (`fields->>'$.NAME'` in DuckDB); the guide has the measured
 // table of both choices.
 columns! {
-    timestamp: "TIMESTAMP", TimestampMicrosecondBuilder, false;
-    minute_key: "TIMESTAMP", TimestampMicrosecondBuilder, false;
-    hostname: "VARCHAR", StringBuilder, true;
-    cursor: "VARCHAR", StringBuilder, false;
-    fields: "VARCHAR", StringBuilder, false;
-    message: "VARCHAR", StringBuilder, true;
-    priority: "INTEGER", Int32Builder, true;
-    syslog_identifier: "VARCHAR", StringBuilder, true;
-    systemd_unit: "VARCHAR", StringBuilder, true;
-    pid: "BIGINT", Int64Builder, true;
-    uid: "BIGINT", Int64Builder, true;
-    gid: "BIGINT", Int64Builder, true;
-    comm: "VARCHAR", StringBuilder, true;
-    exe: "VARCHAR", StringBuilder, true;
-    boot_id: "VARCHAR", StringBuilder, false;
-    machine_id: "VARCHAR", StringBuilder, true;
-    transport: "VARCHAR", StringBuilder, true;
-    monotonic_usec: "BIGINT", Int64Builder, false;
-    source_timestamp: "TIMESTAMP", TimestampMicrosecondBuilder, true;
+    timestamp: "TIMESTAMP", TimestampMicrosecondBuilder, false,
+        json "'__REALTIME_TIMESTAMP', epoch_us(timestamp)::VARCHAR, ";
+    minute_key: "TIMESTAMP", TimestampMicrosecondBuilder, false, json "";
+    hostname: "VARCHAR", StringBuilder, true, json "'_HOSTNAME', hostname, ";
+    cursor: "VARCHAR", StringBuilder, false, json "";
+    fields: "VARCHAR", StringBuilder, false, json "";
+    message: "VARCHAR", StringBuilder, true, json "'MESSAGE', message, ";
+    priority: "INTEGER", Int32Builder, true, json "'PRIORITY', priority::VARCHAR, ";
+    syslog_identifier: "VARCHAR", StringBuilder, true,
+        json "'SYSLOG_IDENTIFIER', syslog_identifier, ";
+    systemd_unit: "VARCHAR", StringBuilder, true, json "'_SYSTEMD_UNIT', systemd_unit, ";
+    pid: "BIGINT", Int64Builder, true, json "'_PID', pid::VARCHAR, ";
+    uid: "BIGINT", Int64Builder, true, json "'_UID', uid::VARCHAR, ";
+    gid: "BIGINT", Int64Builder, true, json "'_GID', gid::VARCHAR, ";
+    comm: "VARCHAR", StringBuilder, true, json "'_COMM', comm, ";
+    exe: "VARCHAR", StringBuilder, true, json "'_EXE', exe, ";
+    boot_id: "VARCHAR", StringBuilder, false, json "'_BOOT_ID', boot_id, ";
+    machine_id: "VARCHAR", StringBuilder, true, json "'_MACHINE_ID', machine_id, ";
+    transport: "VARCHAR", StringBuilder, true, json "'_TRANSPORT', transport, ";
+    monotonic_usec: "BIGINT", Int64Builder, false,
+        json "'__MONOTONIC_TIMESTAMP', monotonic_usec::VARCHAR, ";
+    source_timestamp: "TIMESTAMP", TimestampMicrosecondBuilder, true,
+        json "'_SOURCE_REALTIME_TIMESTAMP', epoch_us(source_timestamp)::VARCHAR, ";
     // Buffer only, not exported: the entry's directory under DATA (see `layout`), computed once
     // at ingest so that jp-flush can group rows by it.
-    host_dir: "VARCHAR", StringBuilder, false;
+    host_dir: "VARCHAR", StringBuilder, false, json "";
 }
 
 impl Default for Builders {
@@ -113,19 +129,6 @@ pub fn cast_columns(buffer_only: bool) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
-
-/// A DuckDB expression of a `journal_logs` or Parquet row that gives the whole entry as
-/// `journalctl -o json --all` prints it: the columns that hold a field exactly, overlaid with
-/// `fields` (which holds every other field, and a promoted field whenever its column does not
-/// hold it exactly). The inner `json_merge_patch` drops the NULL columns. The README shows it.
-pub const WHOLE_ENTRY_SQL: &str = "json_merge_patch(json_merge_patch('{}', json_object(
-    '__CURSOR', cursor, '__REALTIME_TIMESTAMP', epoch_us(timestamp)::VARCHAR,
-    '__MONOTONIC_TIMESTAMP', monotonic_usec::VARCHAR, '_BOOT_ID', boot_id,
-    '_HOSTNAME', hostname, 'MESSAGE', message, 'PRIORITY', priority::VARCHAR,
-    'SYSLOG_IDENTIFIER', syslog_identifier, '_SYSTEMD_UNIT', systemd_unit,
-    '_PID', pid::VARCHAR, '_UID', uid::VARCHAR, '_GID', gid::VARCHAR, '_COMM', comm, '_EXE', exe,
-    '_MACHINE_ID', machine_id, '_TRANSPORT', transport,
-    '_SOURCE_REALTIME_TIMESTAMP', epoch_us(source_timestamp)::VARCHAR)), fields)";
 
 #[cfg(test)]
 mod tests {
