@@ -81,6 +81,8 @@ pub struct Settings {
     pub filter: Filter,
     /// Where the Prometheus text files go (default: the state directory).
     pub metrics_dir: PathBuf,
+    /// The most minute files one query opens (their metadata's memory is not bounded by DuckDB).
+    pub query_max_files: usize,
     /// The config file these settings came from, if any.
     pub config_file: Option<PathBuf>,
     /// Every key's value in effect (`--check-config`, reloads).
@@ -227,6 +229,7 @@ impl Settings {
         let flush_threads = number(&keys::FLUSH_THREADS) as u32;
         let handoff_timeout = Duration::from_secs(number(&keys::HANDOFF_TIMEOUT_SEC));
         let journal_reopen_entries = number(&keys::JOURNAL_REOPEN_ENTRIES);
+        let query_max_files = number(&keys::QUERY_MAX_FILES) as usize;
         let flush_every = match number(&keys::FLUSH_EVERY_SEC) {
             0 => None,
             secs => Some(Duration::from_secs(secs)),
@@ -251,6 +254,7 @@ impl Settings {
             retention,
             filter,
             metrics_dir,
+            query_max_files,
             config_file: given.file.clone(),
             effective: given.into_effective(),
         })

@@ -84,6 +84,7 @@ pub fn run(args: &QueryArgs) -> Result<()> {
             settings.data_dir.display()
         );
     };
+    check_file_count(files.len(), &settings, &scope)?;
     let (conn, scratch) = open_duckdb(&settings)?;
     let live = match args.live {
         true => attach_buffer(&conn, &settings, &scope)?,
@@ -121,6 +122,37 @@ pub fn run(args: &QueryArgs) -> Result<()> {
             None => return Err(e.context(format!("the query failed ({})", source.describe()))),
         }
     }
+}
+
+/// Refuses a query that would open more minute files than `query_max_files`: each holds about
+/// 8 KiB of metadata in memory that DuckDB's memory limit does not bound, so a year of minute
+/// files (3.6 GB) would end with the kernel killing the query rather than with an answer.
+fn check_file_count(files: usize, settings: &Settings, scope: &Scope) -> Result<()> {
+    if files <= settings.query_max_files {
+        return Ok(());
+    }
+    let narrowed = match (
+        scope.since.is_some() || scope.until.is_some(),
+        scope.hosts.is_empty(),
+    ) {
+        (false, true) => "give --since/--until (and --host)",
+        (false, false) => "give --since/--until",
+        (true, true) => "narrow --since/--until, or give --host",
+        (true, false) => "narrow --since/--until",
+    };
+    bail!(
+        "this query would open {files} minute files, more than query_max_files ({}): each \
+         holds about 8 KiB of memory ({} MiB in all); {narrowed}, or raise query_max_files in \
+         {} if this host has the memory",
+        settings.query_max_files,
+        files * 8 / 1024,
+        settings
+            .config_file
+            .as_ref()
+            .map_or(crate::config::DEFAULT_CONFIG.into(), |f| f
+                .display()
+                .to_string())
+    )
 }
 
 /// The first line of an error's text: DuckDB names a file in quotes there; later lines quote

@@ -445,3 +445,56 @@ fn catalogue_serves_the_duckdb_cli_and_never_blocks_jp_flush() {
     let _ = holder.wait();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Guards the bound on the files one query opens (`query_max_files`): their metadata's memory is
+/// not bounded by DuckDB, so a query that would open more is refused at once, saying how to
+/// narrow it, and the same query narrowed answers.
+#[test]
+fn a_query_over_more_files_than_query_max_files_is_refused_saying_what_to_do() {
+    let t = TestDir::new();
+    t.archive("corpus", "-n 600 --hosts 2 --seed 7 --duration 2h");
+    let mut minutes: Vec<(String, String)> = walk(&t.data())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| {
+            let host = p.strip_prefix(t.data()).unwrap().iter().next().unwrap();
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            (host.to_string_lossy().into_owned(), name)
+        })
+        .collect();
+    minutes.sort();
+    assert!(minutes.len() > 100, "{} minute files", minutes.len());
+    write_file(&t.config(), "query_max_files = 50\n");
+    let out = run(&mut t.query(&["SELECT count(*) FROM journal"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("would open {} minute files", minutes.len()))
+            && err.contains("--since")
+            && err.contains("query_max_files")
+            && err.contains(&t.config().display().to_string()),
+        "{err}"
+    );
+    // One host's first ten minutes: under the bound.
+    let (host, first) = &minutes[0];
+    let at = |name: &str, plus: i64| {
+        let t = chrono::NaiveDateTime::parse_from_str(name, "%Y%m%d-%H%M").unwrap()
+            + chrono::Duration::minutes(plus);
+        t.format("%Y-%m-%d %H:%M:%S").to_string()
+    };
+    let out = run_ok(&mut t.query(&[
+        "--host",
+        host,
+        "--since",
+        &at(first, 0),
+        "--until",
+        &at(first, 10),
+        "--format",
+        "csv",
+        "SELECT count(*) > 0 FROM journal",
+    ]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().nth(1),
+        Some("true")
+    );
+}
