@@ -426,4 +426,14 @@ mod tests {
                 .unwrap_or_else(|why| panic!("{}: {why}", key.name));
         }
     }
+
+    /// Guards the one default the journal room also holds (it opens streams before settings
+    /// exist): the key's default is `streams::REOPEN_EVERY`.
+    #[test]
+    fn the_reopen_default_is_the_streams_own() {
+        let Default::Value(text) = JOURNAL_REOPEN_ENTRIES.default else {
+            panic!("journal_reopen_entries has a default");
+        };
+        assert_eq!(text, crate::journal::streams::REOPEN_EVERY.to_string());
+    }
 }
