@@ -51,4 +51,4 @@ measure "one identifier's hour: journalctl -t -o json --all" \
   journalctl -D "$WORK/c" --since "$SINCE" --until "$UNTIL" -t "$ID" -o json --all
 measure "one identifier's hour: query --since --until, entries" \
   "$BIN/journal-parquet" query "${OURS[@]}" --since "$SINCE" --until "$UNTIL" --format csv \
-  "SELECT entry FROM entries WHERE entry->>'SYSLOG_IDENTIFIER' = '$ID'"
+  "SELECT entry FROM entries WHERE syslog_identifier = '$ID'"

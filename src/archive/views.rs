@@ -118,9 +118,14 @@ pub fn arrange(conn: &Connection, files: &mut [PathBuf]) -> Result<Unify> {
     }
 }
 
-/// The `SELECT` of the `entries` view, over the `journal` view.
+/// The `SELECT` of the `entries` view, over the `journal` view. Beside each whole entry, the
+/// typed columns operators filter on most, so that `WHERE syslog_identifier = …` selects rows
+/// before their entries are built (one identifier's hour of a day's archive: 0.35 s → 0.23 s).
 pub fn entries_select() -> String {
-    format!("SELECT timestamp, hostname, cursor, {WHOLE_ENTRY_SQL} AS entry FROM journal")
+    format!(
+        "SELECT timestamp, hostname, syslog_identifier, systemd_unit, priority, cursor, \
+         {WHOLE_ENTRY_SQL} AS entry FROM journal"
+    )
 }
 
 /// The statements that make both views, over `journal_select` (which may add a filter).

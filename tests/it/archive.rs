@@ -498,3 +498,24 @@ fn a_query_over_more_files_than_query_max_files_is_refused_saying_what_to_do() {
         Some("true")
     );
 }
+
+/// Guards the typed columns of `entries` (filtering there chooses rows before their entries are
+/// built): each agrees with the `journal` view's, row for row.
+#[test]
+fn entries_carry_the_columns_operators_filter_on() {
+    let t = TestDir::new();
+    t.archive("corpus", "-n 400 --hosts 2 --seed 9 --duration 20m");
+    let out = run_ok(&mut t.query(&[
+        "--format",
+        "csv",
+        "SELECT count(*) FROM entries e JOIN journal j USING (cursor) \
+         WHERE e.syslog_identifier IS NOT DISTINCT FROM j.syslog_identifier \
+         AND e.systemd_unit IS NOT DISTINCT FROM j.systemd_unit \
+         AND e.priority IS NOT DISTINCT FROM j.priority \
+         AND e.hostname IS NOT DISTINCT FROM j.hostname",
+    ]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().nth(1),
+        Some("400")
+    );
+}
