@@ -5,19 +5,12 @@
 # Usage: bench/flush-files.sh [ENTRIES [DURATION [HOSTS]]]   (run as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/env.sh
 N=${1:-40000}
 DURATION=${2:-1d}
 HOSTS=${3:-4}
-cargo build --release --locked --quiet
-BIN=$CARGO_TARGET_DIR/release
-WORK=$(mktemp -d /var/tmp/jp-bench-files.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
-python3 tests/tools/gen_journal.py -n "$N" --duration "$DURATION" --hosts "$HOSTS" --seed 1 \
-  --quiet --journal "$WORK/c"
-: >"$WORK/config.toml"
-OURS=(--state-dir "$WORK/state" --data-dir "$WORK/data" --config "$WORK/config.toml")
-"$BIN/journal-parquet" "${OURS[@]}" --directory "$WORK/c" --from-head --once 2>/dev/null
+. bench/lib.sh
+corpus -n "$N" --duration "$DURATION" --hosts "$HOSTS"
+backfill
 sync
 /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" "$BIN/jp-flush" "${OURS[@]}" --all 2>/dev/null
 read -r wall user sys rss <"$WORK/time"

@@ -7,18 +7,11 @@
 # 3 entries/s; run as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/env.sh
 N=${1:-1036800}
 HOSTS=${2:-4}
-cargo build --release --locked --quiet
-BIN=$CARGO_TARGET_DIR/release
-WORK=$(mktemp -d /var/tmp/jp-bench-questions.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
-python3 tests/tools/gen_journal.py -n "$N" --duration 1d --hosts "$HOSTS" --seed 1 \
-  --start 2026-11-01T00:00:00 --quiet --journal "$WORK/c"
-: >"$WORK/config.toml"
-OURS=(--state-dir "$WORK/state" --data-dir "$WORK/data" --config "$WORK/config.toml")
-"$BIN/journal-parquet" "${OURS[@]}" --directory "$WORK/c" --from-head --once 2>/dev/null
+. bench/lib.sh
+corpus -n "$N" --duration 1d --hosts "$HOSTS" --start 2026-11-01T00:00:00
+backfill
 "$BIN/jp-flush" "${OURS[@]}" --all 2>/dev/null
 # An identifier and a word the generator writes (the most common ones).
 ID=$("$BIN/journal-parquet" query "${OURS[@]}" --format csv \
