@@ -126,6 +126,12 @@ fn update_catalogue(settings: &Settings) {
             "the catalogue is held open for writing by another process; checked again next run"
         ),
         Ok(crate::archive::views::Catalogue::UpToDate) => {}
+        Ok(crate::archive::views::Catalogue::TooLarge) => log::debug!(
+            "the catalogue is left as it is: the archive holds more than {} minute files, and \
+             its views would read every footer (about 38 KiB of memory each); \
+             journal-parquet query reads the archive without",
+            crate::archive::views::CATALOGUE_MAX_FILES
+        ),
         Ok(crate::archive::views::Catalogue::NothingYet) => {
             log::debug!(
                 "no minute file in the archive yet: the catalogue is written after the first"

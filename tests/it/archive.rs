@@ -519,3 +519,26 @@ fn entries_carry_the_columns_operators_filter_on() {
         Some("400")
     );
 }
+
+/// Guards jp-flush's memory against the catalogue: making its views reads every footer, so an
+/// archive beyond `CATALOGUE_MAX_FILES` minute files gets none (the run succeeds, and
+/// `journal-parquet query` still reads it all).
+#[test]
+fn no_catalogue_is_written_for_an_archive_beyond_its_bound() {
+    let t = TestDir::new();
+    t.archive("corpus", "-n 40000 --hosts 4 --seed 1 --duration 1d");
+    let files = walk(&t.data())
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .count();
+    assert!(
+        files > journal_parquet::archive::views::CATALOGUE_MAX_FILES,
+        "{files} minute files"
+    );
+    assert!(!t.data().join("journal.duckdb").exists());
+    let out = run_ok(&mut t.query(&["--format", "csv", "SELECT count(*) FROM journal"]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().nth(1),
+        Some("40000")
+    );
+}
