@@ -453,9 +453,8 @@ fn catalogue_serves_the_duckdb_cli_and_never_blocks_jp_flush() {
 fn a_query_over_more_files_than_query_max_files_is_refused_saying_what_to_do() {
     let t = TestDir::new();
     t.archive("corpus", "-n 600 --hosts 2 --seed 7 --duration 2h");
-    let mut minutes: Vec<(String, String)> = walk(&t.data())
+    let mut minutes: Vec<(String, String)> = parquet_files(&t.data())
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .map(|p| {
             let host = p.strip_prefix(t.data()).unwrap().iter().next().unwrap();
             let name = p.file_stem().unwrap().to_string_lossy().into_owned();
@@ -482,21 +481,16 @@ fn a_query_over_more_files_than_query_max_files_is_refused_saying_what_to_do() {
             + chrono::Duration::minutes(plus);
         t.format("%Y-%m-%d %H:%M:%S").to_string()
     };
-    let out = run_ok(&mut t.query(&[
+    let answer = t.query_value(&[
         "--host",
         host,
         "--since",
         &at(first, 0),
         "--until",
         &at(first, 10),
-        "--format",
-        "csv",
         "SELECT count(*) > 0 FROM journal",
-    ]));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().nth(1),
-        Some("true")
-    );
+    ]);
+    assert_eq!(answer, "true");
 }
 
 /// Guards the typed columns of `entries` (filtering there chooses rows before their entries are
@@ -505,19 +499,14 @@ fn a_query_over_more_files_than_query_max_files_is_refused_saying_what_to_do() {
 fn entries_carry_the_columns_operators_filter_on() {
     let t = TestDir::new();
     t.archive("corpus", "-n 400 --hosts 2 --seed 9 --duration 20m");
-    let out = run_ok(&mut t.query(&[
-        "--format",
-        "csv",
+    let agreeing = t.query_value(&[
         "SELECT count(*) FROM entries e JOIN journal j USING (cursor) \
          WHERE e.syslog_identifier IS NOT DISTINCT FROM j.syslog_identifier \
          AND e.systemd_unit IS NOT DISTINCT FROM j.systemd_unit \
          AND e.priority IS NOT DISTINCT FROM j.priority \
          AND e.hostname IS NOT DISTINCT FROM j.hostname",
-    ]));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().nth(1),
-        Some("400")
-    );
+    ]);
+    assert_eq!(agreeing, "400");
 }
 
 /// Guards jp-flush's memory against the catalogue: making its views reads every footer, so an
@@ -527,18 +516,11 @@ fn entries_carry_the_columns_operators_filter_on() {
 fn no_catalogue_is_written_for_an_archive_beyond_its_bound() {
     let t = TestDir::new();
     t.archive("corpus", "-n 40000 --hosts 4 --seed 1 --duration 1d");
-    let files = walk(&t.data())
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .count();
+    let files = parquet_files(&t.data()).len();
     assert!(
         files > journal_parquet::archive::views::CATALOGUE_MAX_FILES,
         "{files} minute files"
     );
     assert!(!t.data().join("journal.duckdb").exists());
-    let out = run_ok(&mut t.query(&["--format", "csv", "SELECT count(*) FROM journal"]));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().nth(1),
-        Some("40000")
-    );
+    assert_eq!(t.query_value(&["SELECT count(*) FROM journal"]), "40000");
 }

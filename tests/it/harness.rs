@@ -94,6 +94,19 @@ impl TestDir {
         self.command_with(COLLECTOR, &["query"], args)
     }
 
+    /// The one value `journal-parquet query --format csv ARGS… SQL` answers (the line under the
+    /// header); the query must succeed.
+    pub fn query_value(&self, args: &[&str]) -> String {
+        let mut all = vec!["--format", "csv"];
+        all.extend_from_slice(args);
+        let out = run_ok(&mut self.query(&all));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no value in {text:?}"))
+            .to_owned()
+    }
+
     /// Journal files made by the project's generator in `NAME` under this dir; `args` are the
     /// generator's options, space-separated (e.g. "-n 5000 --hosts 3 --seed 5").
     pub fn corpus(&self, name: &str, args: &str) -> PathBuf {
@@ -209,6 +222,14 @@ pub fn overwrite_header(path: &Path) {
 
 /// Runs a command to completion, with its output captured.
 /// Every path under `dir` (directories after their contents); nothing when `dir` is missing.
+/// The `*.parquet` files under `dir`.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect()
+}
+
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
