@@ -420,14 +420,23 @@ fn write_file(conn: &Connection, query: &str, tmp: &Path, settings: &Settings) -
             return Err(e.context(format!("failed to write {}", tmp.display())));
         }
     };
-    let durable = (|| -> std::io::Result<()> {
-        let f = File::open(tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(0o640))?;
-        f.sync_all()
-    })();
-    if let Err(e) = durable {
+    if let Err(e) = finish_file(tmp, true) {
         let _ = fs::remove_file(tmp);
-        return Err(e).with_context(|| format!("failed to write {}", tmp.display()));
+        return Err(e);
     }
     Ok(rows)
+}
+
+/// Gives a file DuckDB wrote the archive's mode (0640: the journal holds secrets) and, with
+/// `sync`, puts its content on disk, before it is renamed into place.
+pub(super) fn finish_file(file: &Path, sync: bool) -> Result<()> {
+    let finished = (|| -> std::io::Result<()> {
+        let f = File::open(file)?;
+        f.set_permissions(fs::Permissions::from_mode(0o640))?;
+        match sync {
+            true => f.sync_all(),
+            false => Ok(()),
+        }
+    })();
+    finished.with_context(|| format!("failed to write {}", file.display()))
 }

@@ -12,13 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use duckdb::Connection;
 
-use super::export::{copy_options, select_list, Minute, Placed};
+use super::export::{copy_options, finish_file, select_list, Minute, Placed};
 use crate::archive::layout::minute_file;
 use crate::config::Settings;
 use crate::sys::duckdb::quote;
@@ -184,13 +184,7 @@ fn write_and_place(
 fn make_durable(parts: &Path, files: &[(usize, PathBuf)]) -> Result<()> {
     const SYNCFS_FROM: usize = 64;
     for (_, file) in files {
-        let f = File::open(file).with_context(|| format!("failed to open {}", file.display()))?;
-        f.set_permissions(fs::Permissions::from_mode(0o640))
-            .with_context(|| format!("failed to set the mode of {}", file.display()))?;
-        if files.len() < SYNCFS_FROM {
-            f.sync_all()
-                .with_context(|| format!("failed to write {}", file.display()))?;
-        }
+        finish_file(file, files.len() < SYNCFS_FROM)?;
     }
     if files.len() >= SYNCFS_FROM {
         let dir =
