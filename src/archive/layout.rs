@@ -17,6 +17,8 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
+
 use sha2::{Digest, Sha256};
 
 const MAX_PLAIN: usize = 64;
@@ -99,6 +101,13 @@ pub fn unescape_host(dir: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// jp-flush's working directories at the top of DATA, hidden (Spark, Hadoop and pyarrow skip
+/// names starting with `.`) and off the archive's depth (`HOST/YYYY/MM/DD/FILE`), so that no
+/// reader of `DATA/*/*/*/*/*.parquet` ever sees what they hold: the one-pass minute writes
+/// (`flush::fresh`) and the days being compacted (`flush::compact`).
+pub const FRESH_WORK_DIR: &str = ".jp-flush-parts";
+pub const COMPACT_WORK_DIR: &str = ".jp-compact";
+
 /// A minute in µs: files are per UTC minute, and so are the buffer's `minute_key`s.
 pub const MINUTE_USEC: i64 = 60_000_000;
 
@@ -111,6 +120,87 @@ pub fn minute_file(data_dir: &Path, host_dir: &str, minute_usec: i64) -> PathBuf
         .join(t.format("%m").to_string())
         .join(t.format("%d").to_string())
         .join(t.format("%Y%m%d-%H%M.parquet").to_string())
+}
+
+/// A day in µs: compaction merges a host's day into one file (`YYYYMMDD.parquet`).
+pub const DAY_USEC: i64 = 1440 * MINUTE_USEC;
+pub const HOUR_USEC: i64 = 60 * MINUTE_USEC;
+
+/// The time an archive file holds, read from its name alone: `YYYYMMDD-HHmm.parquet` a minute,
+/// `YYYYMMDD-HH.parquet` an hour and `YYYYMMDD.parquet` a day (both written by compaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span {
+    pub start_usec: i64,
+    pub len_usec: i64,
+}
+
+impl Span {
+    pub fn end_usec(&self) -> i64 {
+        self.start_usec + self.len_usec
+    }
+}
+
+/// The span of an archive file named `name` (`….parquet`), None for any other name.
+pub fn span_of(name: &str) -> Option<Span> {
+    let stem = name.strip_suffix(".parquet")?;
+    let b = stem.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let s = std::str::from_utf8(b.get(r)?).ok()?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(4..6)?, digits(6..8)?)?;
+    let (h, m, len_usec) = match (b.len(), b.get(8)) {
+        (8, None) => (0, 0, DAY_USEC),
+        (11, Some(b'-')) => (digits(9..11)?, 0, HOUR_USEC),
+        (13, Some(b'-')) => (digits(9..11)?, digits(11..13)?, MINUTE_USEC),
+        _ => return None,
+    };
+    let start = date.and_hms_opt(h, m, 0)?.and_utc().timestamp_micros();
+    Some(Span {
+        start_usec: start,
+        len_usec,
+    })
+}
+
+/// The name of the file compaction writes for `span` (a day or an hour).
+pub fn compacted_name(span: Span) -> String {
+    let t = chrono::DateTime::from_timestamp_micros(span.start_usec).unwrap_or_default();
+    match span.len_usec {
+        DAY_USEC => t.format("%Y%m%d.parquet").to_string(),
+        HOUR_USEC => t.format("%Y%m%d-%H.parquet").to_string(),
+        _ => t.format("%Y%m%d-%H%M.parquet").to_string(),
+    }
+}
+
+/// The µs of 00:00 UTC on y-m-d, None for no such day.
+pub fn day_usec(y: i32, m: u32, d: u32) -> Option<i64> {
+    chrono::NaiveDate::from_ymd_opt(y, m, d)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_micros())
+}
+
+/// The entries of `dir` whose names parse as a number of `width` digits, sorted.
+pub fn numbered(dir: &Path, width: usize) -> Result<Vec<(u32, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("failed to list {}", dir.display())),
+    };
+    for e in entries {
+        let e = e.with_context(|| format!("failed to list {}", dir.display()))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.len() == width && name.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(n) = name.parse() {
+                out.push((n, e.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The machine's own host name, used for entries without `_HOSTNAME`.
@@ -165,6 +255,36 @@ mod tests {
     fn names_escaped_by_schema_2_still_unescape() {
         assert_eq!(unescape_host("_%FF").as_deref(), Some(&b"\xff"[..]));
         assert_eq!(unescape_host("@%FF").as_deref(), Some(&b"\xff"[..]));
+    }
+
+    #[test]
+    fn names_give_their_span_and_back() {
+        let day = span_of("20240301.parquet").unwrap();
+        assert_eq!(
+            (day.start_usec, day.len_usec),
+            (1_709_251_200_000_000, DAY_USEC)
+        );
+        let hour = span_of("20240301-05.parquet").unwrap();
+        assert_eq!(hour.start_usec, day.start_usec + 5 * HOUR_USEC);
+        assert_eq!(hour.len_usec, HOUR_USEC);
+        let minute = span_of("20240301-0005.parquet").unwrap();
+        assert_eq!(minute.start_usec, day.start_usec + 5 * MINUTE_USEC);
+        for s in [day, hour, minute] {
+            assert_eq!(span_of(&compacted_name(s)), Some(s));
+        }
+        for other in [
+            "20240301-0005.parquet.tmp",
+            ".20240301.parquet.tmp",
+            "20240301-0060.parquet",
+            "20240301-24.parquet",
+            "20240301-5.parquet",
+            "2024030-10005.parquet",
+            "20240301x0005.parquet",
+            "20240231.parquet",
+            "journal.duckdb",
+        ] {
+            assert_eq!(span_of(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! uses, and by the free space left on its file system, as journald's `MaxRetentionSec=`,
 //! `SystemMaxUse=` and `SystemKeepFree=` do for the journal.
 //!
-//! Only files this program writes are ever deleted: `HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet` and
-//! those set aside beside them (`….parquet.damaged-UNIXTIME`). Anything else in the tree is left
+//! Only files this program writes are ever deleted: `HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet`, the
+//! hour and day files compaction writes in their place (`YYYYMMDD-HH.parquet`,
+//! `YYYYMMDD.parquet`; each goes whole, once all of it is past the limit) and those set aside
+//! beside them (`….parquet.damaged-UNIXTIME`). Anything else in the tree is left
 //! where it is, and named in a warning the first time it is seen.
 
 use std::collections::BTreeSet;
@@ -13,7 +15,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+#[cfg(test)]
 use crate::archive::layout::MINUTE_USEC;
+use crate::archive::layout::{self, Span};
 
 /// The three limits; each None: off (the default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,9 +49,9 @@ pub struct Deleted {
     pub waiting_for_upload: u64,
 }
 
-/// A minute file of ours.
-struct MinuteFile {
-    minute_usec: i64,
+/// A file of ours: a minute, or an hour or day compaction wrote.
+struct ArchiveFile {
+    span: Span,
     path: PathBuf,
     bytes: u64,
     /// When it was last written (a merge rewrites it, and the upload copies it again).
@@ -84,7 +88,7 @@ pub fn apply(
     }
     let (mut files, foreign) = list(data_dir)?;
     warn_foreign(&foreign, warned);
-    files.sort_by(|a, b| (a.minute_usec, &a.path).cmp(&(b.minute_usec, &b.path)));
+    files.sort_by(|a, b| (a.span, &a.path).cmp(&(b.span, &b.path)));
     let mut used: u64 = files.iter().map(|f| f.bytes).sum();
     let mut free = match retention.keep_free {
         Some(_) => Some(free_bytes(data_dir)?),
@@ -95,11 +99,12 @@ pub fn apply(
         .map(|age| now_usec - i64::try_from(age.as_micros()).unwrap_or(i64::MAX));
     let mut emptied = BTreeSet::new();
     for f in files {
-        if f.minute_usec >= keep_from {
+        // A file that reaches keep_from could lose rows still to come from the buffer.
+        if f.span.end_usec() > keep_from {
             break;
         }
-        // The minute ends at minute_usec + 1 min: older than max_age once that end is.
-        let old = too_old.is_some_and(|t| f.minute_usec + MINUTE_USEC <= t);
+        // Older than max_age once its last minute (or hour, or day) ended that long ago.
+        let old = too_old.is_some_and(|t| f.span.end_usec() <= t);
         let over = retention.max_use.is_some_and(|m| used > m);
         let short = matches!((retention.keep_free, free), (Some(k), Some(fr)) if fr < k);
         if !(old || over || short) {
@@ -140,7 +145,7 @@ pub fn apply(
 }
 
 /// The minute files of ours under `data_dir`, and every other file (foreign).
-fn list(data_dir: &Path) -> Result<(Vec<MinuteFile>, Vec<PathBuf>)> {
+fn list(data_dir: &Path) -> Result<(Vec<ArchiveFile>, Vec<PathBuf>)> {
     let mut files = Vec::new();
     let mut foreign = Vec::new();
     let mut stack = vec![(data_dir.to_path_buf(), 0usize)];
@@ -162,6 +167,14 @@ fn list(data_dir: &Path) -> Result<(Vec<MinuteFile>, Vec<PathBuf>)> {
                 continue; // gone meanwhile
             };
             if meta.is_dir() {
+                let name = entry.file_name();
+                if depth == 0
+                    && [layout::FRESH_WORK_DIR, layout::COMPACT_WORK_DIR]
+                        .iter()
+                        .any(|w| name == *w)
+                {
+                    continue; // jp-flush's own work, never the archive's
+                }
                 // HOST/YYYY/MM/DD: deeper directories are not ours.
                 match depth < 4 {
                     true => stack.push((path, depth + 1)),
@@ -170,9 +183,9 @@ fn list(data_dir: &Path) -> Result<(Vec<MinuteFile>, Vec<PathBuf>)> {
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
-            match (depth, minute_of(&name)) {
-                (4, Some(minute_usec)) => files.push(MinuteFile {
-                    minute_usec,
+            match (depth, span_of(&name)) {
+                (4, Some(span)) => files.push(ArchiveFile {
+                    span,
                     aside: !name.ends_with(".parquet"),
                     path,
                     bytes: meta.len(),
@@ -188,33 +201,20 @@ fn list(data_dir: &Path) -> Result<(Vec<MinuteFile>, Vec<PathBuf>)> {
     Ok((files, foreign))
 }
 
-/// The minute (µs) of a file name of ours: `YYYYMMDD-HHmm.parquet`, or that name set aside as
-/// `YYYYMMDD-HHmm.parquet.damaged-UNIXTIME`.
-fn minute_of(name: &str) -> Option<i64> {
-    let stem = match name.split_once(".parquet") {
-        Some((stem, "")) => stem,
+/// The span of a file name of ours: a minute, hour or day file (`layout::span_of`), or such a
+/// name set aside as `NAME.parquet.damaged-UNIXTIME`.
+fn span_of(name: &str) -> Option<Span> {
+    match name.split_once(".parquet") {
+        Some((_, "")) => layout::span_of(name),
         Some((stem, rest)) => {
             let stamp = rest.strip_prefix(".damaged-")?;
             if stamp.is_empty() || !stamp.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            stem
+            layout::span_of(&format!("{stem}.parquet"))
         }
-        None => return None,
-    };
-    let b = stem.as_bytes();
-    if b.len() != 13 || b[8] != b'-' {
-        return None;
+        None => None,
     }
-    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
-        let s = std::str::from_utf8(&b[r]).ok()?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())?
-    };
-    let date = chrono::NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(4..6)?, digits(6..8)?)?;
-    let time = date.and_hms_opt(digits(9..11)?, digits(11..13)?, 0)?;
-    Some(time.and_utc().timestamp_micros())
 }
 
 /// Free space for an unprivileged writer on the file system of `dir`, as `df` shows it.
@@ -326,12 +326,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_of_ours_give_their_minute_and_others_none() {
-        let m = minute_of("20261203-1209.parquet").unwrap();
-        assert_eq!(m % MINUTE_USEC, 0);
+    fn names_of_ours_give_their_span_and_others_none() {
+        let m = span_of("20261203-1209.parquet").unwrap();
+        assert_eq!(m.start_usec % MINUTE_USEC, 0);
+        assert_eq!(span_of("20261203-1209.parquet.damaged-1764756000"), Some(m));
         assert_eq!(
-            minute_of("20261203-1209.parquet.damaged-1764756000"),
-            Some(m)
+            span_of("20261203.parquet.damaged-1").unwrap().len_usec,
+            1440 * MINUTE_USEC
         );
         for other in [
             "20261203-1209.parquet.tmp",
@@ -341,7 +342,7 @@ mod tests {
             "notes.txt",
             "20261203-1209.parquet.damaged-",
         ] {
-            assert_eq!(minute_of(other), None, "{other}");
+            assert_eq!(span_of(other), None, "{other}");
         }
     }
 
@@ -359,7 +360,7 @@ mod tests {
         for n in names {
             fs::write(dir.join(n), b"PAR1").unwrap();
         }
-        let keep_from = minute_of(names[1]).unwrap();
+        let keep_from = span_of(names[1]).unwrap().start_usec;
         let everything = Retention {
             max_age: Some(Duration::from_secs(1)),
             max_use: Some(1),

@@ -23,12 +23,14 @@ const CATALOGUE_STORAGE: &str = "v1.0.0";
 
 use crate::sys::duckdb::{quote, sql_error};
 
-/// The glob of every minute file under `data_dir`: `HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet`. A file
-/// being written (`.NAME.tmp`) or set aside as damaged (`NAME.damaged-UNIXTIME`) does not end in
-/// `.parquet`, and the catalogue sits beside the host directories, not under them.
-pub fn minute_glob(data_dir: &Path) -> String {
+/// The glob of every archive file under `data_dir`: `HOST/YYYY/MM/DD/YYYYMMDD-HHmm.parquet`, and
+/// the hour and day files of compaction (`YYYYMMDD-HH.parquet`, `YYYYMMDD.parquet`). A file being
+/// written (`.NAME.tmp`) or set aside as damaged (`NAME.damaged-UNIXTIME`) does not end in
+/// `.parquet`, the catalogue sits beside the host directories, not under them, and jp-flush's
+/// working directories (`layout::COMPACT_WORK_DIR`) are off this depth.
+pub fn archive_glob(data_dir: &Path) -> String {
     format!(
-        "{}/*/[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/[0-9]*-[0-9]*.parquet",
+        "{}/*/[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/[0-9]*.parquet",
         data_dir.display()
     )
 }
@@ -60,7 +62,7 @@ pub enum Unify {
 /// type whatever the files' own.
 pub fn journal_select(files: &Files) -> String {
     let (source, unify) = match files {
-        Files::Glob(data_dir) => (quote(&minute_glob(data_dir)), Unify::ByName),
+        Files::Glob(data_dir) => (quote(&archive_glob(data_dir)), Unify::ByName),
         Files::List([], _) => {
             // No file: the same columns, no rows (read_parquet refuses an empty list).
             let nulls: Vec<String> = COLUMNS

@@ -185,4 +185,8 @@ pub struct FlushArgs {
     /// Also write the minute still in progress (a final flush)
     #[arg(long)]
     pub all: bool,
+    /// Compact every day that compact_after makes due, however long it takes (a run of the
+    /// timer compacts for about 20 seconds at most)
+    #[arg(long)]
+    pub compact: bool,
 }

@@ -291,6 +291,34 @@ keys! {
         more: "Same units as max_use.",
         group: "",
     };
+    COMPACT_AFTER = Key {
+        name: "compact_after",
+        ty: Type::Span,
+        default: Default::Unset("off: every minute stays in its own file"),
+        example: "\"7d\"",
+        change: Change::Reload,
+        summary: "Compaction: merge each host's complete days older than this into one day file.",
+        more: "A day's minute files become DATA/HOST/YYYY/MM/DD/YYYYMMDD.parquet (or hour files,\n\
+               see compact_day_max_rows), in one atomic swap of the day's directory: every reader\n\
+               sees either the minute files or the day file. A year of minute files is twice the\n\
+               bytes of its day files and 700 times slower to count; set it for an archive kept\n\
+               longer than a week. Each jp-flush run compacts for at most about 20 seconds;\n\
+               `jp-flush --compact` does all that is due at once. A late entry for a compacted\n\
+               day becomes a minute file beside the day file, folded in by the next compaction.",
+        group: "Compaction of old days (off by default: minute files are what the archive promises).",
+    };
+    COMPACT_DAY_MAX_ROWS = Key {
+        name: "compact_day_max_rows",
+        ty: Type::Integer { min: 1_000, max: 10_000_000_000 },
+        default: Default::Value("8000000"),
+        example: "",
+        change: Change::Reload,
+        summary: "Compaction: a day with more entries than this is written as hour files (YYYYMMDD-HH.parquet).",
+        more: "8 million entries make a day file of about 500 MB (the file size Iceberg and DuckLake\n\
+               aim for), from a host logging 90 entries a second all day. Beyond that, a late\n\
+               entry would make the next compaction rewrite more than it gains.",
+        group: "",
+    };
     INCLUDE_UNITS = Key {
         name: "include_units",
         ty: Type::Globs,

@@ -81,6 +81,10 @@ pub struct Settings {
     pub filter: Filter,
     /// Where the Prometheus text files go (default: the state directory).
     pub metrics_dir: PathBuf,
+    /// Complete days older than this are compacted into day files (None: off).
+    pub compact_after: Option<Duration>,
+    /// A day with more rows is compacted into hour files.
+    pub compact_day_max_rows: u64,
     /// The most minute files one query opens (their metadata's memory is not bounded by DuckDB).
     pub query_max_files: usize,
     /// The config file these settings came from, if any.
@@ -221,6 +225,10 @@ impl Settings {
             metrics_dir.to_string_lossy().as_ref().into(),
         );
         let (filter, retention) = filter_and_retention(&mut given)?;
+        // A span passed its key's rule when given.
+        let compact_after = given
+            .string(&keys::COMPACT_AFTER)
+            .and_then(|t| crate::archive::retention::parse_span(&t));
         // Every other key has a default, checked against its rule by a unit test of `keys`.
         let mut number = |key| given.unsigned(key).unwrap_or_default();
         let commit_interval = Duration::from_millis(number(&keys::COMMIT_INTERVAL_MS));
@@ -230,6 +238,7 @@ impl Settings {
         let handoff_timeout = Duration::from_secs(number(&keys::HANDOFF_TIMEOUT_SEC));
         let journal_reopen_entries = number(&keys::JOURNAL_REOPEN_ENTRIES);
         let query_max_files = number(&keys::QUERY_MAX_FILES) as usize;
+        let compact_day_max_rows = number(&keys::COMPACT_DAY_MAX_ROWS);
         let flush_every = match number(&keys::FLUSH_EVERY_SEC) {
             0 => None,
             secs => Some(Duration::from_secs(secs)),
@@ -255,6 +264,8 @@ impl Settings {
             filter,
             metrics_dir,
             query_max_files,
+            compact_after,
+            compact_day_max_rows,
             config_file: given.file.clone(),
             effective: given.into_effective(),
         })

@@ -395,9 +395,24 @@ fn minute_query(
 
 /// The options of every minute file's COPY.
 pub(super) fn copy_options(settings: &Settings) -> String {
+    copy_options_with(settings, 100_000, &[])
+}
+
+/// The COPY options of an archive file: row groups of at most `group_rows` rows (and 32 MB, so
+/// that a row group of huge entries stays within the memory limit), the configured compression,
+/// and key-value metadata: the schema, and `more`.
+pub(super) fn copy_options_with(
+    settings: &Settings,
+    group_rows: usize,
+    more: &[(&str, String)],
+) -> String {
+    let mut kv = format!("journal_parquet_schema: '{PARQUET_SCHEMA}'");
+    for (key, value) in more {
+        kv.push_str(&format!(", {key}: {}", quote(value)));
+    }
     format!(
-        "FORMAT parquet, COMPRESSION {}, ROW_GROUP_SIZE 100000, ROW_GROUP_SIZE_BYTES '32MB', \
-         KV_METADATA {{journal_parquet_schema: '{PARQUET_SCHEMA}'}}",
+        "FORMAT parquet, COMPRESSION {}, ROW_GROUP_SIZE {group_rows}, \
+         ROW_GROUP_SIZE_BYTES '32MB', KV_METADATA {{{kv}}}",
         settings.compression.sql()
     )
 }

@@ -27,7 +27,9 @@ use crate::sys::files::make_private_dir;
 
 /// The directory of the one-pass output, under DATA (a rename must not cross file systems).
 pub(super) fn parts_dir(settings: &Settings) -> PathBuf {
-    settings.data_dir.join(".jp-flush-parts")
+    settings
+        .data_dir
+        .join(crate::archive::layout::FRESH_WORK_DIR)
 }
 
 /// A minute goes in the one pass only up to this many rows: DuckDB holds a partition's rows in

@@ -27,6 +27,7 @@ use crate::sys::duckdb::chain_text;
 use crate::sys::service;
 
 mod attach;
+mod compact;
 mod export;
 mod fresh;
 mod report;
@@ -35,15 +36,27 @@ mod salvage;
 
 pub use attach::Attached;
 use attach::ATTACH_AT_ONCE;
+pub use compact::{Budget, Compacted, UPLOAD_COMPACTED_DIR};
 pub use export::export;
 use report::write_metrics;
 pub use report::Report;
 use retain::apply_retention;
 pub use retain::{UPLOAD_ENABLED, UPLOAD_LAST_SUCCESS};
 
-/// Exports the segments `lease` holds (see `export_lease`), then applies retention to the tree.
-fn flush_lease(settings: &Settings, buffer: &Buffer, lease: &Lease, all: bool) -> Result<Report> {
+/// Exports the segments `lease` holds (see `export_lease`), compacts the days due (jp-flush
+/// only: `compaction` None for the collector's own flushes), then applies retention to the tree.
+fn flush_lease(
+    settings: &Settings,
+    buffer: &Buffer,
+    lease: &Lease,
+    all: bool,
+    compaction: Option<Budget>,
+) -> Result<Report> {
     let mut report = export_lease(settings, buffer, lease, all)?;
+    if let Some(budget) = compaction {
+        compact::clear_work_dir(&settings.data_dir)?;
+        report.compacted = compact::compact(settings, budget, report.keep_from)?;
+    }
     report.retention = apply_retention(settings, report.keep_from)?;
     Ok(report)
 }
@@ -87,7 +100,7 @@ fn export_lease(settings: &Settings, buffer: &Buffer, lease: &Lease, all: bool) 
 pub fn flush_below(settings: &Settings, open: u64, all: bool) -> Result<Report> {
     let buffer = settings.buffer();
     match Lease::below(&settings.state_dir, open)? {
-        Some(lease) => flush_lease(settings, &buffer, &lease, all),
+        Some(lease) => flush_lease(settings, &buffer, &lease, all, None),
         None => Ok(Report::default()),
     }
 }
@@ -100,7 +113,21 @@ pub fn run(args: &FlushArgs) -> Result<()> {
     service::init_logging(settings.log_level, "jp-flush");
     crate::sys::user::become_owner(&[&settings.state_dir, &settings.data_dir], "jp-flush")?;
     let started = Instant::now();
-    let result = flush_once(&settings, args.all);
+    if args.compact && settings.compact_after.is_none() {
+        return Err(crate::config::BadConfig(format!(
+            "jp-flush --compact: compact_after is not set ({}); set it, e.g. compact_after = \"7d\"",
+            settings
+                .config_file
+                .as_ref()
+                .map_or("no config file".into(), |f| f.display().to_string())
+        ))
+        .into());
+    }
+    let budget = match args.compact {
+        true => Budget::All,
+        false => Budget::Bounded,
+    };
+    let result = flush_once(&settings, args.all, budget);
     write_metrics(&settings, &result, started.elapsed());
     update_catalogue(&settings);
     result.map(drop)
@@ -141,8 +168,8 @@ fn update_catalogue(settings: &Settings) {
     }
 }
 
-/// One jp-flush run: seal, export, apply retention.
-fn flush_once(settings: &Settings, all: bool) -> Result<Report> {
+/// One jp-flush run: seal, export, compact, apply retention.
+fn flush_once(settings: &Settings, all: bool, budget: Budget) -> Result<Report> {
     let buffer = settings.buffer();
     if !buffer.dir().exists() {
         log::debug!(
@@ -156,7 +183,7 @@ fn flush_once(settings: &Settings, all: bool) -> Result<Report> {
     }
     let started = Instant::now();
     let lease = handoff::acquire(&settings.state_dir, &buffer, settings.handoff_timeout)?;
-    let report = flush_lease(settings, &buffer, &lease, all)?;
+    let report = flush_lease(settings, &buffer, &lease, all, Some(budget))?;
     log::debug!(
         "sealed in {:.1} ms; wrote {} files ({} merged), {} entries, removed {} segments, in \
          {:.1} ms",

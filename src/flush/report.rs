@@ -19,6 +19,8 @@ pub struct Report {
     pub bytes_written: u64,
     /// Rows left in the sealed segments after the export (minutes not complete yet).
     pub rows_left: u64,
+    /// What compaction did after the export.
+    pub compacted: super::Compacted,
     /// What retention deleted after the export.
     pub retention: crate::archive::retention::Deleted,
     /// The oldest minute (µs) that still has rows in the sealed segments after the export, or
@@ -116,6 +118,12 @@ pub(super) fn write_metrics(settings: &Settings, result: &Result<Report>, took: 
             "Rows left in the buffer's sealed segments after the last run (minutes not complete yet).",
             r.rows_left as f64,
         );
+        m.one(
+            Kind::Gauge,
+            "compaction_pending_days",
+            "Host days due for compaction that the last run left for the next (its time ran out).",
+            r.compacted.pending as f64,
+        );
     }
     if let Err(e) = m.write(&settings.metrics_dir, FLUSH_FILE) {
         log::warn!("{}: the metrics are not up to date", chain_text(&e));
@@ -123,7 +131,7 @@ pub(super) fn write_metrics(settings: &Settings, result: &Result<Report>, took: 
 }
 
 /// jp-flush's counters, each with its help and what this run adds to it.
-fn counters(r: &Report, took: Duration) -> [(&'static str, &'static str, f64); 8] {
+fn counters(r: &Report, took: Duration) -> [(&'static str, &'static str, f64); 10] {
     [
         ("flush_runs_total", "jp-flush runs.", 1.0),
         (
@@ -150,6 +158,16 @@ fn counters(r: &Report, took: Duration) -> [(&'static str, &'static str, f64); 8
             "flush_duration_seconds_total",
             "Time jp-flush runs took.",
             took.as_secs_f64(),
+        ),
+        (
+            "compacted_days_total",
+            "Host days compacted into a day file (or hour files).",
+            r.compacted.days as f64,
+        ),
+        (
+            "compacted_files_replaced_total",
+            "Minute (and earlier day or hour) files that compaction replaced.",
+            r.compacted.files_replaced as f64,
         ),
         (
             "retention_deleted_files_total",

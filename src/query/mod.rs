@@ -21,7 +21,7 @@ mod scope;
 
 use live::attach_buffer;
 use output::{copy_out, print_table};
-pub use scope::{minute_files, Scope};
+pub use scope::{archive_files, Scope};
 
 /// Where the packaged service keeps its state (`StateDirectory=journal-parquet`): an operator's
 /// shell has no `$STATE_DIRECTORY`, and `./state` would be the wrong archive.
@@ -75,7 +75,7 @@ pub fn run(args: &QueryArgs) -> Result<()> {
     let (sql, source) = read_sql(args)?;
     let scope = scope_of(args, &settings)?;
     let mut files = if settings.data_dir.exists() {
-        minute_files(&settings.data_dir, &scope)?
+        archive_files(&settings.data_dir, &scope)?
     } else if args.live {
         Vec::new()
     } else {
@@ -91,6 +91,10 @@ pub fn run(args: &QueryArgs) -> Result<()> {
         false => None,
     };
     lock_down(&conn, &settings, &scratch.0, live.is_some())?;
+    // The tree as listed: a query that fails while jp-flush swapped a day for its day file, or
+    // retention deleted a file, is asked again of the tree as it is now (a few times at most).
+    let mut listed = files.clone();
+    let mut relisted = 0;
     loop {
         let result = arrange(&conn, &mut files)
             .and_then(|unify| {
@@ -119,7 +123,18 @@ pub fn run(args: &QueryArgs) -> Result<()> {
                     first_line(&e)
                 );
             }
-            None => return Err(e.context(format!("the query failed ({})", source.describe()))),
+            None => {
+                let now = match settings.data_dir.exists() {
+                    true => archive_files(&settings.data_dir, &scope)?,
+                    false => Vec::new(),
+                };
+                if now != listed && relisted < 3 {
+                    relisted += 1;
+                    (files, listed) = (now.clone(), now);
+                    continue;
+                }
+                return Err(e.context(format!("the query failed ({})", source.describe())));
+            }
         }
     }
 }

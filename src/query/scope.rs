@@ -1,11 +1,13 @@
-//! Which minute files a query reads: whole years, months, days and minutes outside `--since`,
-//! `--until` and `--host` are skipped by their names, before any file is opened.
+//! Which files a query reads: whole years, months, days, and the minute, hour and day files
+//! outside `--since`, `--until` and `--host` are skipped by their names, before any file is
+//! opened. Within the files read, DuckDB skips the row groups whose `timestamp` statistics fall
+//! outside the range (a day file's row groups are in time order).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::archive::layout::MINUTE_USEC;
+use crate::archive::layout::{day_usec, numbered, span_of, DAY_USEC};
 
 /// Which minute files a query reads: the hosts (directory names; empty for all) and the minutes
 /// that overlap `[since, until)` (µs).
@@ -35,38 +37,9 @@ impl Scope {
     }
 }
 
-/// The µs of 00:00 UTC on y-m-d, None for no such day.
-pub(super) fn day_usec(y: i32, m: u32, d: u32) -> Option<i64> {
-    chrono::NaiveDate::from_ymd_opt(y, m, d)
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp_micros())
-}
-
-/// The entries of `dir` whose names parse as a number of `width` digits, sorted.
-pub(super) fn numbered(dir: &Path, width: usize) -> Result<Vec<(u32, PathBuf)>> {
-    let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("failed to list {}", dir.display())),
-    };
-    for e in entries {
-        let e = e.with_context(|| format!("failed to list {}", dir.display()))?;
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.len() == width && name.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(n) = name.parse() {
-                out.push((n, e.path()));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The minute files under `data_dir` in `scope`, oldest first within each host. Whole years,
+/// The archive files under `data_dir` in `scope`, oldest first within each host. Whole years,
 /// months and days outside the range are skipped by their directory names, unopened.
-pub fn minute_files(data_dir: &Path, scope: &Scope) -> Result<Vec<PathBuf>> {
+pub fn archive_files(data_dir: &Path, scope: &Scope) -> Result<Vec<PathBuf>> {
     let mut hosts: Vec<PathBuf> = Vec::new();
     let listing = std::fs::read_dir(data_dir)
         .with_context(|| format!("failed to list the archive {}", data_dir.display()))?;
@@ -99,28 +72,22 @@ pub fn minute_files(data_dir: &Path, scope: &Scope) -> Result<Vec<PathBuf>> {
                 }
                 for (d, ddir) in numbered(&mdir, 2)? {
                     let Some(a) = day_usec(y, m, d) else { continue };
-                    if !scope.overlaps(a, a + 1440 * MINUTE_USEC) {
+                    if !scope.overlaps(a, a + DAY_USEC) {
                         continue;
                     }
-                    let prefix = format!("{y:04}{m:02}{d:02}-");
+                    // Minute files, and the hour and day files compaction writes: by their
+                    // names, of this day only.
                     let mut day: Vec<(i64, PathBuf)> = Vec::new();
                     for e in std::fs::read_dir(&ddir)
                         .with_context(|| format!("failed to list {}", ddir.display()))?
                     {
                         let e = e.with_context(|| format!("failed to list {}", ddir.display()))?;
-                        let name = e.file_name();
-                        let Some(hhmm) = name
-                            .to_str()
-                            .and_then(|n| n.strip_prefix(&prefix))
-                            .and_then(|n| n.strip_suffix(".parquet"))
-                            .filter(|n| n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit()))
-                        else {
+                        let Some(span) = e.file_name().to_str().and_then(span_of) else {
                             continue;
                         };
-                        let (h, min): (i64, i64) = (hhmm[..2].parse()?, hhmm[2..].parse()?);
-                        let start = a + (h * 60 + min) * MINUTE_USEC;
-                        if scope.overlaps(start, start + MINUTE_USEC) {
-                            day.push((start, e.path()));
+                        let of_this_day = (a..a + DAY_USEC).contains(&span.start_usec);
+                        if of_this_day && scope.overlaps(span.start_usec, span.end_usec()) {
+                            day.push((span.start_usec, e.path()));
                         }
                     }
                     day.sort();

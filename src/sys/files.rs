@@ -153,6 +153,16 @@ pub fn make_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Swaps the directory entries `a` and `b` in one atomic step (`renameat2(RENAME_EXCHANGE)`, on
+/// one file system): a reader resolving either path sees the old or the new entry, never
+/// neither. Not durable by itself: fsync both parents after.
+pub fn exchange(a: &Path, b: &Path) -> Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags};
+    renameat2(None, a, None, b, RenameFlags::RENAME_EXCHANGE)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("failed to swap {} with {}", a.display(), b.display()))
+}
+
 /// Renames `from` to `to` in the same directory and makes the rename durable.
 pub fn rename_durably(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to)

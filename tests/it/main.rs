@@ -4,6 +4,7 @@
 mod admin;
 mod archive;
 mod collector;
+mod compact;
 mod flush;
 mod harness;
 mod nspawn;
