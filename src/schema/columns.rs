@@ -48,8 +48,8 @@ macro_rules! columns {
     };
 }
 
-// Parquet files mark the same columns OPTIONAL in every file, whatever the data (see
-// `flush::export::select_list`).
+// Parquet files mark every column OPTIONAL in every file, whatever the data and whether
+// nullable here or not (see `flush::export::select_list`).
 //
 // These are the types of file schema 3 (`PARQUET_SCHEMA`), chosen so that every engine takes
 // the files as they are: no unsigned integers (Iceberg, Delta, Athena and Trino have none),
