@@ -438,6 +438,57 @@ mod tests {
         assert!(dir.join(names[1].0).exists());
     }
 
+    /// A day (or hour) file goes whole, and only once all of its span is past the limit and
+    /// before keep_from; a late minute file beside it goes by its own minute.
+    #[test]
+    fn day_and_hour_files_go_once_their_whole_span_is_past_the_limit() {
+        let data = tempfile::tempdir().unwrap();
+        let names = [
+            "host/2024/03/01/20240301.parquet",
+            "host/2024/03/01/20240301-0507.parquet",
+            "host/2024/03/02/20240302-05.parquet",
+            "host/2024/03/02/20240302-06.parquet",
+            "host/2024/03/03/20240303.parquet",
+        ];
+        for n in names {
+            let path = data.path().join(n);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, b"PAR1").unwrap();
+        }
+        let at = |name: &str| span_of(name).unwrap().start_usec;
+        // max_age reaches 2024-03-02 06:30: the hour 06 and the day of 03-03 are not all past.
+        let now = at("20240302-06.parquet") + 30 * MINUTE_USEC + 86_400_000_000;
+        let by_age = Retention {
+            max_age: Some(Duration::from_secs(86_400)),
+            ..Retention::default()
+        };
+        let warned = data.path().join("warned");
+        let d = apply(data.path(), &by_age, i64::MAX, now, &warned, Upload::Off).unwrap();
+        assert_eq!((d.files, d.by_age), (3, 3));
+        let left: Vec<bool> = names.iter().map(|n| data.path().join(n).exists()).collect();
+        assert_eq!(left, [false, false, false, true, true]);
+        assert!(!warned.exists(), "nothing foreign");
+
+        // keep_from inside the day of 03-03 keeps it whatever the limits.
+        let everything = Retention {
+            max_age: Some(Duration::from_secs(1)),
+            max_use: Some(1),
+            keep_free: None,
+        };
+        let keep_from = at("20240303-1200.parquet");
+        let d = apply(
+            data.path(),
+            &everything,
+            keep_from,
+            now,
+            &warned,
+            Upload::Off,
+        )
+        .unwrap();
+        assert_eq!(d.files, 1);
+        assert!(data.path().join(names[4]).exists());
+    }
+
     #[test]
     fn spans_and_sizes_read_as_journald_reads_them() {
         assert_eq!(parse_span("400d"), Some(Duration::from_secs(400 * 86_400)));

@@ -8,14 +8,23 @@ use std::process::{Command, Stdio};
 use crate::harness::*;
 
 /// A tree of three generated hosts plus entries whose `_HOSTNAME` must be escaped (their
-/// directories start with `@`), one with a `_UID` beyond INTEGER. Returns the test dir and the
-/// entries as journalctl prints them.
+/// directories start with `@`), one with a `_UID` beyond INTEGER, that mixes the three kinds of
+/// archive file: the generated hosts' day compacted into hour files (`compact_day_max_rows`), the
+/// escaped hosts' into day files, and a late minute file beside the hour files. Returns the test
+/// dir and the entries as journalctl prints them.
 fn archive_with_hostile_hosts() -> (TestDir, BTreeMap<String, serde_json::Value>) {
     let t = TestDir::new();
     let corpus = t.corpus(
         "corpus",
         "-n 4000 --hosts 3 --seed 13 --duration 5m --binary-fraction 0.02",
     );
+    let mut expected = journalctl_json(&corpus);
+    let compacting = "compact_after = \"1d\"\ncompact_day_max_rows = 1000\n";
+    write_file(&t.config(), compacting);
+    t.backfill(&corpus);
+    run_ok(&mut t.flush(&["--all"]));
+    run_ok(&mut t.flush(&["--compact"]));
+
     let base = 1_709_251_200_000_000u64; // 2024-03-01 00:00 UTC, the generator's start
     let odd: Vec<RawEntry> = ["../evil", "_web", "a b"]
         .iter()
@@ -30,10 +39,46 @@ fn archive_with_hostile_hosts() -> (TestDir, BTreeMap<String, serde_json::Value>
             ],
         })
         .collect();
-    journal_file(&corpus.join("odd.journal"), &odd);
-    let expected = journalctl_json(&corpus);
-    t.backfill(&corpus);
+    let odd_dir = t.path().join("odd");
+    std::fs::create_dir_all(&odd_dir).unwrap();
+    journal_file(&odd_dir.join("odd.journal"), &odd);
+    expected.extend(journalctl_json(&odd_dir));
+    t.backfill(&odd_dir);
     run_ok(&mut t.flush(&["--all"]));
+
+    // A late entry of a generated host, flushed with compaction off: a minute file beside the
+    // hour files.
+    write_file(&t.config(), "");
+    let host = expected.values().next().unwrap()["_HOSTNAME"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let late_dir = t.path().join("late");
+    std::fs::create_dir_all(&late_dir).unwrap();
+    journal_file(
+        &late_dir.join("late.journal"),
+        &[RawEntry {
+            realtime_usec: base + 3_600_000_000,
+            fields: vec![
+                ("MESSAGE".into(), b"late GET /late".to_vec()),
+                ("_HOSTNAME".into(), host.as_bytes().to_vec()),
+            ],
+        }],
+    );
+    expected.extend(journalctl_json(&late_dir));
+    t.backfill(&late_dir);
+    run_ok(&mut t.flush(&["--all"]));
+
+    let names: Vec<String> = parquet_files(&t.data())
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for (len, kind) in [(16, "day"), (19, "hour"), (21, "minute")] {
+        assert!(
+            names.iter().any(|n| n.len() == len),
+            "no {kind} file: {names:?}"
+        );
+    }
     (t, expected)
 }
 

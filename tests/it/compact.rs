@@ -224,10 +224,7 @@ fn a_late_entry_becomes_a_minute_file_beside_the_compacted_day_and_is_folded_in_
     );
 
     // The timer's run (no --compact) folds it in.
-    set_config(
-        &t,
-        "compact_after = \"1d\"\ncompact_day_max_rows = 1000\n",
-    );
+    set_config(&t, "compact_after = \"1d\"\ncompact_day_max_rows = 1000\n");
     run_ok(&mut t.flush(&[]));
     assert!(!day_dir.join("20240301-0507.parquet").exists());
     assert!(day_dir.join("20240301-05.parquet").exists());

@@ -162,3 +162,51 @@ fn upload_passes_paths_with_spaces_as_one_word() {
     assert!(t.state().join("upload.enabled").exists());
     assert!(t.state().join("upload.last-success").exists());
 }
+
+/// Guards the bucket after compaction (`compact_after`): for each day jp-flush compacted, the
+/// bucket ends up holding exactly the local files (the minute files the day file replaced are
+/// removed there); every other object stays, and a compacted day that retention removed locally
+/// before the upload ran is never touched in the bucket.
+#[test]
+fn compacted_days_leave_the_bucket_equal_to_the_tree_and_days_retention_removed_untouched() {
+    let t = TestDir::new();
+    t.archive("corpus", "-n 12000 --hosts 2 --seed 24 --duration 26h");
+    let s3 = S3::start(&t);
+    let out = run(&mut upload(&t, &s3, ""));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let minutes = s3.objects();
+    assert_eq!(minutes, parquet_digest(&t.data()));
+
+    // A minute the bucket holds but the tree no longer does (retention, before compaction).
+    let (kept_remote, _) = minutes.iter().next().unwrap();
+    std::fs::remove_file(t.data().join(kept_remote)).unwrap();
+    write_file(&t.config(), "compact_after = \"1d\"\n");
+    run_ok(&mut t.flush(&["--compact"]));
+    let records = t.state().join("upload-compacted");
+    assert_eq!(
+        std::fs::read_dir(&records).unwrap().count(),
+        4,
+        "2 hosts, 2 days"
+    );
+
+    // Retention removes one compacted day locally before the upload runs.
+    // Keys are `./HOST/YYYY/MM/DD/NAME`.
+    let host = kept_remote.split('/').nth(1).unwrap();
+    let gone = format!("./{host}/2024/03/02/");
+    std::fs::remove_dir_all(t.data().join(&gone)).unwrap();
+
+    let out = run(&mut upload(&t, &s3, ""));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut want = parquet_digest(&t.data());
+    for (key, digest) in &minutes {
+        if key.starts_with(&gone) {
+            want.insert(key.clone(), digest.clone());
+        }
+    }
+    assert!(want.keys().any(|k| k.ends_with("/20240301.parquet")));
+    // The minute retention removed before compaction was in the day the day file replaced: the
+    // day file holds the rest of that day, and the bucket holds the day as the tree does.
+    assert!(!want.contains_key(kept_remote.as_str()));
+    assert_eq!(s3.objects(), want);
+    assert_eq!(std::fs::read_dir(&records).unwrap().count(), 0);
+}
