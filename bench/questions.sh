@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What operators ask, answered by journalctl on the journal files and by journal-parquet query on
-# the archive made from them (minute files), side by side in one run: a case-insensitive text
+# the archive made from them, as minute files and then compacted into day files (`jp-flush
+# --compact`), side by side in one run: a case-insensitive text
 # search over the day, one hour as JSON, and one identifier's hour as JSON. Each answer goes to
 # a file; the script prints wall time, peak RSS and the answer's line count for both.
 # Usage: bench/questions.sh [ENTRIES [HOSTS]]   (default: 1,036,800 entries = a day of 4 hosts at
@@ -27,21 +28,29 @@ measure() {
   sync
   /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/out" 2>/dev/null
   read -r wall rss <"$WORK/time"
-  printf '%-58s %7.2f s %6d MiB %9d lines\n' "$label" "$wall" $((rss / 1024)) "$(wc -l <"$WORK/out")"
+  printf '%-66s %7.2f s %6d MiB %9d lines\n' "$label" "$wall" $((rss / 1024)) "$(wc -l <"$WORK/out")"
 }
 echo "$N entries, $HOSTS hosts, a day; identifier $ID, word $WORD, hour $SINCE"
 measure "text search: journalctl -g (case-insensitive) -o cat" \
   journalctl -D "$WORK/c" --case-sensitive=false -g "$WORD" -o cat
-measure "text search: query message ILIKE, csv" \
-  "$BIN/journal-parquet" query "${OURS[@]}" --format csv \
-  "SELECT message FROM journal WHERE message ILIKE '%$WORD%'"
+ours() {
+  local kind=$1
+  measure "text search: query message ILIKE, csv ($kind)" \
+    "$BIN/journal-parquet" query "${OURS[@]}" --format csv \
+    "SELECT message FROM journal WHERE message ILIKE '%$WORD%'"
+  measure "an hour as JSON: query --since --until, entries ($kind)" \
+    "$BIN/journal-parquet" query "${OURS[@]}" --since "$SINCE" --until "$UNTIL" --format csv \
+    "SELECT entry FROM entries"
+  measure "one identifier's hour: query, entries ($kind)" \
+    "$BIN/journal-parquet" query "${OURS[@]}" --since "$SINCE" --until "$UNTIL" --format csv \
+    "SELECT entry FROM entries WHERE syslog_identifier = '$ID'"
+}
 measure "an hour as JSON: journalctl -o json --all" \
   journalctl -D "$WORK/c" --since "$SINCE" --until "$UNTIL" -o json --all
-measure "an hour as JSON: query --since --until, entries" \
-  "$BIN/journal-parquet" query "${OURS[@]}" --since "$SINCE" --until "$UNTIL" --format csv \
-  "SELECT entry FROM entries"
 measure "one identifier's hour: journalctl -t -o json --all" \
   journalctl -D "$WORK/c" --since "$SINCE" --until "$UNTIL" -t "$ID" -o json --all
-measure "one identifier's hour: query --since --until, entries" \
-  "$BIN/journal-parquet" query "${OURS[@]}" --since "$SINCE" --until "$UNTIL" --format csv \
-  "SELECT entry FROM entries WHERE syslog_identifier = '$ID'"
+ours "minute files"
+# The same questions once the day is compacted (compact_after): one day file per host.
+printf 'compact_after = "1d"\n' >"$WORK/config.toml"
+"$BIN/jp-flush" "${OURS[@]}" --compact 2>/dev/null
+ours "day files"

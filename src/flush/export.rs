@@ -393,9 +393,13 @@ fn minute_query(
     }
 }
 
-/// The options of every minute file's COPY.
+/// The options of every minute file's COPY. No bloom filters: a minute's few hundred rows are
+/// read whole anyway, and its filters were 4% of a 226-row file (636 of 16,710 bytes, measured).
 pub(super) fn copy_options(settings: &Settings) -> String {
-    copy_options_with(settings, 100_000, &[])
+    format!(
+        "{}, WRITE_BLOOM_FILTER false",
+        copy_options_with(settings, 100_000, &[])
+    )
 }
 
 /// The COPY options of an archive file: row groups of at most `group_rows` rows (and 32 MB, so
