@@ -75,10 +75,11 @@ fi
 # every Parquet file the tests write; DuckDB (and its CLI), DataFusion, chDB, Spark and pyiceberg
 # (with SQLAlchemy for its SQLite catalog) read the archive in the readers test. Pinned to the
 # versions the tests were written against: a new release must not turn CI red by itself.
+# Selenium drives Debian's chromium in the web console's browser test.
 PYPI=(pyarrow==26.0.1 polars==2.1.0 duckdb==2.0.1 duckdb-cli==1.5.6 datafusion==55.0.0
-  chdb==4.4.0 pyspark==4.3.0 'pyiceberg[sql-sqlite]==0.12.0')
+  chdb==4.4.0 pyspark==4.3.0 'pyiceberg[sql-sqlite]==0.12.0' selenium==4.51.0)
 venv=$(dirname "$(dirname "$JP_TEST_PYTHON")")
-if [[ ${1:-} == --for-tests ]] && ! "$JP_TEST_PYTHON" -m pip freeze 2>/dev/null | grep -qx 'pyspark==4.3.0'; then
+if [[ ${1:-} == --for-tests ]] && ! "$JP_TEST_PYTHON" -m pip freeze 2>/dev/null | grep -qx 'selenium==4.51.0'; then
   echo "setup: installing ${PYPI[*]} into $venv" >&2
   python3 -m venv "$venv"
   "$JP_TEST_PYTHON" -m pip install -q --disable-pip-version-check "${PYPI[@]}"
@@ -88,7 +89,8 @@ fi
 # test runs on loopback, built once per machine (0.14.1: later ones need a newer rustc than
 # Debian's machines here have) into its own directory, like cargo-deb.
 if [[ ${1:-} == --for-tests ]]; then
-  install_missing openjdk-17-jre-headless rclone
+  # The web console's browser test: Debian's chromium and its driver (headless).
+  install_missing openjdk-17-jre-headless rclone chromium chromium-driver
   if [[ ! -x $JP_TOOLS/bin/s3s-fs ]]; then
     echo "setup: building s3s-fs 0.14.1 into $JP_TOOLS" >&2
     cargo install --quiet --locked --version 0.14.1 --features binary s3s-fs --root "$JP_TOOLS" \

@@ -8,6 +8,7 @@
 //! - `archive`: where each minute goes, retention, and the archive as SQL views;
 //! - `query`: `journal-parquet query` over the archive (and the buffer, with `--live`);
 //! - `schema`: the columns, in the buffer, in Parquet and as journalctl's JSON;
+//! - `web`: `journal-parquet web`, the read-only console over the archive and the summary;
 //! - `config`: the settings from flags, the config file and the environment; the man pages;
 //! - `sys`: files, users, DuckDB's errors, systemd, metrics files, fault points.
 //!
@@ -23,6 +24,7 @@ pub mod journal;
 pub mod query;
 pub mod schema;
 pub mod sys;
+pub mod web;
 
 // The paths these modules had before they moved into their rooms, for code outside the crate.
 pub use buffer::{handoff, segment};
@@ -37,6 +39,7 @@ pub fn journal_parquet_main(args: config::CollectorArgs) -> ExitCode {
         Some(config::Command::Query(query)) => {
             exit_with("journal-parquet query", || query::run(query))
         }
+        Some(config::Command::Web(web)) => exit_with("journal-parquet web", || web::run(web)),
         None => exit_with("journal-parquet", || collector::run(&args)),
     }
 }

@@ -1,6 +1,8 @@
 //! The Parquet tree: where a host's minute goes (`layout`), what retention deletes
-//! (`retention`), and the archive as SQL views and the catalogue file (`views`).
+//! (`retention`), the archive as SQL views and the catalogue file (`views`), and the summary of
+//! entries per minute that jp-flush keeps beside it (`summary`).
 
 pub mod layout;
 pub mod retention;
+pub mod summary;
 pub mod views;

@@ -47,6 +47,8 @@ pub struct Deleted {
     pub by_free: u64,
     /// Files the limits would have deleted, kept because the upload has not copied them yet.
     pub waiting_for_upload: u64,
+    /// What the files deleted held: (host directory, first µs, end µs), for the summary.
+    pub spans: Vec<(String, i64, i64)>,
 }
 
 /// A file of ours: a minute, or an hour or day compaction wrote.
@@ -131,6 +133,18 @@ pub fn apply(
         }
         deleted.files += 1;
         deleted.bytes += f.bytes;
+        // A file set aside is not the minute's file: the summary counts the one in place.
+        let host = f
+            .path
+            .strip_prefix(data_dir)
+            .ok()
+            .and_then(|r| r.components().next());
+        if let (false, Some(host)) = (f.aside, host) {
+            let host = host.as_os_str().to_string_lossy().into_owned();
+            deleted
+                .spans
+                .push((host, f.span.start_usec, f.span.end_usec()));
+        }
         deleted.by_age += u64::from(old);
         deleted.by_use += u64::from(!old && over);
         deleted.by_free += u64::from(!old && !over && short);

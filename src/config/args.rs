@@ -98,6 +98,20 @@ pub enum Command {
     /// columns of every minute file) and `entries` (each entry whole, as `journalctl -o json
     /// --all` prints it)
     Query(QueryArgs),
+    /// Serve the web console (read-only): health, activity, search and SQL over the archive.
+    /// jp-web.socket starts it on the first connection; it exits after web_idle_exit_sec idle
+    Web(WebArgs),
+}
+
+/// `journal-parquet web`.
+#[derive(Debug, clap::Args)]
+pub struct WebArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Listen on ADDR (e.g. 127.0.0.1:9417) instead of on the socket systemd passes
+    /// (jp-web.socket); it then never exits for being idle
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `journal-parquet query`.
@@ -151,7 +165,7 @@ impl CollectorArgs {
 }
 
 /// `--since`, `--until`: a UTC time as µs since the epoch.
-pub(super) fn parse_time(text: &str) -> Result<u64, String> {
+pub fn parse_time(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let parsed = if let Some(secs) = t.strip_prefix('@') {
         secs.parse::<i64>()
@@ -189,4 +203,8 @@ pub struct FlushArgs {
     /// timer compacts for about 20 seconds at most)
     #[arg(long)]
     pub compact: bool,
+    /// Count the whole archive again into the summary the web console's charts read
+    /// (STATE/summary.duckdb), after the run
+    #[arg(long)]
+    pub rebuild_summary: bool,
 }

@@ -396,6 +396,27 @@ keys! {
                --host rather than raising it.",
         group: "",
     };
+    WEB_TOKEN_FILE = Key {
+        name: "web_token_file",
+        ty: Type::Path,
+        default: Default::Value("\"/etc/journal-parquet/web.token\""),
+        example: "",
+        change: Change::Reload,
+        summary: "The web console's token: every request needs it (given once on the login page, then kept in a cookie).",
+        more: "The packages make it at install (32 random bytes as hex, mode 0640, group journal-parquet).\n\
+               A loopback port is open to every local user, and the journal holds secrets.",
+        group: "The web console (`journal-parquet web`, started by jp-web.socket).",
+    };
+    WEB_IDLE_EXIT_SEC = Key {
+        name: "web_idle_exit_sec",
+        ty: Type::Integer { min: 0, max: 86_400 },
+        default: Default::Value("300"),
+        example: "",
+        change: Change::Reload,
+        summary: "The socket-activated console exits after this many seconds without a request (0: never); systemd starts it again at the next.",
+        more: "",
+        group: "",
+    };
     METRICS_DIRECTORY = Key {
         name: "metrics_directory",
         ty: Type::Path,

@@ -162,6 +162,7 @@ mod tests {
                 (keys::Type::Choice(names), _) => format!("{:?}", names[names.len() - 1]),
                 (_, Default::Unset(_)) => key.example.to_owned(),
                 (keys::Type::MemoryLimit, _) => "\"300MB\"".to_owned(),
+                (keys::Type::Path, _) => "\"/elsewhere/file\"".to_owned(),
                 (_, Default::Value(v)) => unreachable!("{}: {v}", key.name),
             };
             text += &format!("{} = {value}\n", key.name);

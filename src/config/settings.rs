@@ -85,6 +85,10 @@ pub struct Settings {
     pub compact_after: Option<Duration>,
     /// A day with more rows is compacted into hour files.
     pub compact_day_max_rows: u64,
+    /// The web console's token file.
+    pub web_token_file: PathBuf,
+    /// The socket-activated console exits after this long idle (None: never).
+    pub web_idle_exit: Option<Duration>,
     /// The most minute files one query opens (their metadata's memory is not bounded by DuckDB).
     pub query_max_files: usize,
     /// The config file these settings came from, if any.
@@ -225,6 +229,7 @@ impl Settings {
             metrics_dir.to_string_lossy().as_ref().into(),
         );
         let (filter, retention) = filter_and_retention(&mut given)?;
+        let web_token_file = given.path(&keys::WEB_TOKEN_FILE).unwrap_or_default();
         // A span passed its key's rule when given.
         let compact_after = given
             .string(&keys::COMPACT_AFTER)
@@ -239,6 +244,10 @@ impl Settings {
         let journal_reopen_entries = number(&keys::JOURNAL_REOPEN_ENTRIES);
         let query_max_files = number(&keys::QUERY_MAX_FILES) as usize;
         let compact_day_max_rows = number(&keys::COMPACT_DAY_MAX_ROWS);
+        let web_idle_exit = match number(&keys::WEB_IDLE_EXIT_SEC) {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        };
         let flush_every = match number(&keys::FLUSH_EVERY_SEC) {
             0 => None,
             secs => Some(Duration::from_secs(secs)),
@@ -266,6 +275,8 @@ impl Settings {
             query_max_files,
             compact_after,
             compact_day_max_rows,
+            web_token_file,
+            web_idle_exit,
             config_file: given.file.clone(),
             effective: given.into_effective(),
         })

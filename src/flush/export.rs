@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use duckdb::Connection;
 
 use crate::archive::layout::minute_file;
+use crate::archive::summary::{self, Counted};
 use crate::config::Settings;
 use crate::schema::columns::{BUFFER_ONLY_COLUMNS, COLUMNS, PARQUET_SCHEMA};
 use crate::sys::duckdb::quote;
@@ -191,7 +192,7 @@ fn export_minutes(attached: &Attached, settings: &Settings, cutoff: Option<i64>)
         .collect();
     // The minutes in place leave the buffer even when another failed: the next run would only
     // merge them again.
-    let report = take_from_buffer(attached, &minutes, &placed)?;
+    let report = take_from_buffer(attached, settings, &minutes, &placed)?;
     for outcome in outcomes {
         outcome?;
     }
@@ -214,12 +215,28 @@ pub(super) struct Placed {
 /// is a transaction that waits for the segment's log on disk (a fleet's thousands of quiet
 /// minutes paid that once a file). A crash before the DELETE leaves the rows, and the next run
 /// merges them into their files without duplicates.
-fn take_from_buffer(attached: &Attached, minutes: &[Minute], placed: &[Placed]) -> Result<Report> {
+fn take_from_buffer(
+    attached: &Attached,
+    settings: &Settings,
+    minutes: &[Minute],
+    placed: &[Placed],
+) -> Result<Report> {
     let mut report = Report::default();
     let dirs: BTreeSet<&Path> = placed.iter().filter_map(|p| p.path.parent()).collect();
     for dir in dirs {
         sync_dir(dir)?;
     }
+    // Counted from the files, before the rows leave the buffer: a crash in between writes the
+    // minutes, and counts them, again.
+    let counted: Vec<Counted> = placed
+        .iter()
+        .map(|p| Counted {
+            host_dir: &minutes[p.minute].host_dir,
+            minute: minutes[p.minute].minute,
+            path: &p.path,
+        })
+        .collect();
+    summary::record(&attached.conn, &settings.state_dir, &counted);
     for (i, segment) in attached.segments.iter().enumerate() {
         let which: Vec<String> = placed
             .iter()

@@ -127,7 +127,7 @@ pub fn run(args: &FlushArgs) -> Result<()> {
         true => Budget::All,
         false => Budget::Bounded,
     };
-    let result = flush_once(&settings, args.all, budget);
+    let result = flush_once(&settings, args.all, budget, args.rebuild_summary);
     write_metrics(&settings, &result, started.elapsed());
     update_catalogue(&settings);
     result.map(drop)
@@ -169,7 +169,7 @@ fn update_catalogue(settings: &Settings) {
 }
 
 /// One jp-flush run: seal, export, compact, apply retention.
-fn flush_once(settings: &Settings, all: bool, budget: Budget) -> Result<Report> {
+fn flush_once(settings: &Settings, all: bool, budget: Budget, rebuild: bool) -> Result<Report> {
     let buffer = settings.buffer();
     if !buffer.dir().exists() {
         log::debug!(
@@ -184,6 +184,11 @@ fn flush_once(settings: &Settings, all: bool, budget: Budget) -> Result<Report> 
     let started = Instant::now();
     let lease = handoff::acquire(&settings.state_dir, &buffer, settings.handoff_timeout)?;
     let report = flush_lease(settings, &buffer, &lease, all, Some(budget))?;
+    if rebuild {
+        // Under the lease: no run writes the old summary meanwhile.
+        let minutes = crate::archive::summary::rebuild(settings)?;
+        log::info!("counted {minutes} host-minute groups of the archive into the summary");
+    }
     log::debug!(
         "sealed in {:.1} ms; wrote {} files ({} merged), {} entries, removed {} segments, in \
          {:.1} ms",

@@ -27,6 +27,7 @@ pub(super) fn apply_retention(
     let upload = upload_state(&settings.state_dir)?;
     let d =
         crate::archive::retention::apply(&settings.data_dir, r, keep_from, now, &warned, upload)?;
+    crate::archive::summary::forget(&settings.state_dir, &d.spans);
     if d.waiting_for_upload > 0 {
         log::warn!(
             "retention keeps {} minute files it would delete, because jp-upload has not copied \

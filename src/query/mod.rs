@@ -74,49 +74,25 @@ pub fn run(args: &QueryArgs) -> Result<()> {
     crate::sys::user::become_owner(dirs, "journal-parquet query")?;
     let (sql, source) = read_sql(args)?;
     let scope = scope_of(args, &settings)?;
-    let mut files = if settings.data_dir.exists() {
-        archive_files(&settings.data_dir, &scope)?
-    } else if args.live {
-        Vec::new()
-    } else {
+    if !settings.data_dir.exists() && !args.live {
         bail!(
             "there is no archive at {} (set --data-dir, or data_dir in the config file)",
             settings.data_dir.display()
         );
-    };
-    check_file_count(files.len(), &settings, &scope)?;
-    let (conn, scratch) = open_duckdb(&settings)?;
-    let live = match args.live {
-        true => attach_buffer(&conn, &settings, &scope)?,
-        false => None,
-    };
-    lock_down(&conn, &settings, &scratch.0, live.is_some())?;
+    }
+    let mut session = Session::open(&settings, scope, args.live)?;
     // The tree as listed: a query that fails while jp-flush swapped a day for its day file, or
     // retention deleted a file, is asked again of the tree as it is now (a few times at most).
-    let mut listed = files.clone();
     let mut relisted = 0;
     loop {
-        let result = arrange(&conn, &mut files)
-            .and_then(|unify| {
-                let mut journal = journal_select(&Files::List(&files, unify));
-                if let Some(filter) = scope.row_filter() {
-                    journal = format!("SELECT * FROM ({journal}) WHERE {filter}");
-                }
-                if let Some((_lease, buffered)) = &live {
-                    journal = format!("{journal} UNION ALL {buffered}");
-                }
-                conn.execute_batch(&create_views(&journal, true))
-                    .map_err(sql_error)
-            })
-            .context("failed to set up the views journal and entries")
-            .and_then(|()| match args.format {
-                QueryFormat::Table => print_table(&conn, &sql),
-                format => copy_out(&conn, &sql, format, &scratch.0),
-            });
+        let result = session.create_views().and_then(|()| match args.format {
+            QueryFormat::Table => print_table(&session.conn, &sql),
+            format => copy_out(&session.conn, &sql, format, session.scratch()),
+        });
         let Err(e) = result else { return Ok(()) };
-        match damaged_file(&e, &files) {
+        match damaged_file(&e, &session.files) {
             Some(i) => {
-                let file = files.remove(i);
+                let file = session.files.remove(i);
                 eprintln!(
                     "journal-parquet query: warning: left out {}, which cannot be read: {}",
                     file.display(),
@@ -124,18 +100,87 @@ pub fn run(args: &QueryArgs) -> Result<()> {
                 );
             }
             None => {
-                let now = match settings.data_dir.exists() {
-                    true => archive_files(&settings.data_dir, &scope)?,
-                    false => Vec::new(),
-                };
-                if now != listed && relisted < 3 {
+                if relisted < 3 && session.relist(&settings)? {
                     relisted += 1;
-                    (files, listed) = (now.clone(), now);
                     continue;
                 }
                 return Err(e.context(format!("the query failed ({})", source.describe())));
             }
         }
+    }
+}
+
+/// An in-memory DuckDB whose views `journal` and `entries` cover the archive files in a scope
+/// (and, live, the buffer), confined to them (`lock_down`): what `journal-parquet query` and the
+/// web console ask their SQL of.
+pub struct Session {
+    pub conn: Connection,
+    scratch: RemoveOnDrop,
+    live: Option<(crate::buffer::handoff::Lease, String)>,
+    /// The files the views read, and the tree as it was listed.
+    files: Vec<PathBuf>,
+    listed: Vec<PathBuf>,
+    scope: Scope,
+}
+
+impl Session {
+    /// Lists the files of `scope` (refusing more than `query_max_files`), attaches the buffer
+    /// when `live`, and confines DuckDB. The views come with `create_views`.
+    pub fn open(settings: &Settings, scope: Scope, live: bool) -> Result<Session> {
+        let files = match settings.data_dir.exists() {
+            true => archive_files(&settings.data_dir, &scope)?,
+            false => Vec::new(),
+        };
+        check_file_count(files.len(), settings, &scope)?;
+        let (conn, scratch) = open_duckdb(settings)?;
+        let live = match live {
+            true => attach_buffer(&conn, settings, &scope)?,
+            false => None,
+        };
+        lock_down(&conn, settings, &scratch.0, live.is_some())?;
+        Ok(Session {
+            conn,
+            scratch,
+            live,
+            listed: files.clone(),
+            files,
+            scope,
+        })
+    }
+
+    /// (Re)makes the views over the files, the scope's row filter and the buffer.
+    pub fn create_views(&mut self) -> Result<()> {
+        let unify = arrange(&self.conn, &mut self.files)
+            .context("failed to set up the views journal and entries")?;
+        let mut journal = journal_select(&Files::List(&self.files, unify));
+        if let Some(filter) = self.scope.row_filter() {
+            journal = format!("SELECT * FROM ({journal}) WHERE {filter}");
+        }
+        if let Some((_lease, buffered)) = &self.live {
+            journal = format!("{journal} UNION ALL {buffered}");
+        }
+        self.conn
+            .execute_batch(&create_views(&journal, true))
+            .map_err(sql_error)
+            .context("failed to set up the views journal and entries")
+    }
+
+    /// Lists the scope again; true when the tree changed since (the views must be made again).
+    pub fn relist(&mut self, settings: &Settings) -> Result<bool> {
+        let now = match settings.data_dir.exists() {
+            true => archive_files(&settings.data_dir, &self.scope)?,
+            false => Vec::new(),
+        };
+        if now == self.listed {
+            return Ok(false);
+        }
+        (self.files, self.listed) = (now.clone(), now);
+        Ok(true)
+    }
+
+    /// A private directory for what the query writes (COPY results, DuckDB's spill).
+    pub fn scratch(&self) -> &Path {
+        &self.scratch.0
     }
 }
 
@@ -216,21 +261,25 @@ fn read_sql(args: &QueryArgs) -> Result<(String, SqlSource)> {
     Ok((sql, source))
 }
 
+/// The directories of the hosts named: as the entries give the name, or as the directory is.
+pub(crate) fn host_dirs(hosts: &[String], settings: &Settings) -> Vec<String> {
+    hosts
+        .iter()
+        .map(|h| {
+            // A host name as the entries give it, or its directory name as it is.
+            if settings.data_dir.join(h).is_dir() {
+                h.clone()
+            } else {
+                host_dir(h.as_bytes())
+            }
+        })
+        .collect()
+}
+
 /// The hosts and time range the flags ask for.
 fn scope_of(args: &QueryArgs, settings: &Settings) -> Result<Scope> {
     let scope = Scope {
-        hosts: args
-            .hosts
-            .iter()
-            .map(|h| {
-                // A host name as the entries give it, or its directory name as it is.
-                if settings.data_dir.join(h).is_dir() {
-                    h.clone()
-                } else {
-                    host_dir(h.as_bytes())
-                }
-            })
-            .collect(),
+        hosts: host_dirs(&args.hosts, settings),
         since: args.since.map(|u| u as i64),
         until: args.until.map(|u| u as i64),
     };
@@ -247,8 +296,11 @@ fn scope_of(args: &QueryArgs, settings: &Settings) -> Result<Scope> {
 fn open_duckdb(settings: &Settings) -> Result<(Connection, RemoveOnDrop)> {
     let config = crate::sys::duckdb::base_config()?.access_mode(AccessMode::ReadWrite)?;
     let conn = Connection::open_in_memory_with_flags(config).context("failed to start DuckDB")?;
+    // One a session: the web console holds several at once.
+    static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let scratch =
-        std::env::temp_dir().join(format!("journal-parquet-query-{}", std::process::id()));
+        std::env::temp_dir().join(format!("journal-parquet-query-{}-{n}", std::process::id()));
     // Left by an earlier query of the same process ID that was killed.
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::DirBuilder::new()

@@ -94,6 +94,11 @@ impl TestDir {
         self.command_with(COLLECTOR, &["query"], args)
     }
 
+    /// `journal-parquet web` over this dir's archive.
+    pub fn web(&self, args: &[&str]) -> Command {
+        self.command_with(COLLECTOR, &["web"], args)
+    }
+
     /// The one value `journal-parquet query --format csv ARGS… SQL` answers (the line under the
     /// header); the query must succeed.
     pub fn query_value(&self, args: &[&str]) -> String {

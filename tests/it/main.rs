@@ -11,3 +11,4 @@ mod nspawn;
 mod packages;
 mod reliability;
 mod upload;
+mod web;

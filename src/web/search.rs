@@ -1,0 +1,307 @@
+//! Search, one entry, downloads and SQL: each a `query::Session` over the archive files its time
+//! range and hosts leave (the same views and lock-down as `journal-parquet query`), run on a
+//! blocking thread. Bad parameters answer 400 with what is wrong; only a failure of the machine
+//! (the disk, memory) answers 500.
+
+use anyhow::Context;
+use duckdb::types::Value as Db;
+use serde_json::{json, Value};
+
+use crate::config::{parse_time, Settings};
+use crate::query::{host_dirs, Scope, Session};
+
+/// A page of results.
+pub(crate) const PAGE: u64 = 100;
+/// The most rows the SQL box shows.
+const SQL_ROWS: usize = 1000;
+
+/// What a request gets when it fails.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// 400: the request is wrong; the text says how.
+    Bad(String),
+    /// 500: the request is right, the machine failed it.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        // A query refused for its size, or asked of a missing archive, is the request's.
+        let text = crate::sys::duckdb::chain_text(&e);
+        if e.downcast_ref::<crate::config::Usage>().is_some() {
+            return Failure::Bad(text);
+        }
+        Failure::Failed(e)
+    }
+}
+
+fn bad<T>(text: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure::Bad(text.into()))
+}
+
+/// The search form.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub(crate) struct Search {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Host names, comma-separated.
+    pub host: Option<String>,
+    pub unit: Option<String>,
+    pub identifier: Option<String>,
+    /// The highest priority kept (0 emerg … 7 debug).
+    pub priority: Option<u8>,
+    pub text: Option<String>,
+    /// `substring` (case-sensitive), `icase` (the default) or `regex`.
+    pub mode: Option<String>,
+    pub page: Option<u64>,
+    pub live: Option<bool>,
+}
+
+fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl Search {
+    fn scope(&self, settings: &Settings) -> Result<Scope, Failure> {
+        let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, Failure> {
+            match non_empty(v) {
+                None => Ok(None),
+                Some(t) => parse_time(t)
+                    .map(|u| Some(u as i64))
+                    .map_err(|why| Failure::Bad(format!("{name}: {why}"))),
+            }
+        };
+        let (since, until) = (time(&self.since, "since")?, time(&self.until, "until")?);
+        if let (Some(s), Some(u)) = (since, until) {
+            if u <= s {
+                return bad("the range ends before it starts: until must be later than since");
+            }
+        }
+        let hosts: Vec<String> = non_empty(&self.host)
+            .map(|h| {
+                h.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Scope {
+            hosts: host_dirs(&hosts, settings),
+            since,
+            until,
+        })
+    }
+
+    /// The WHERE clause over `journal`, and its parameters.
+    fn filter(&self, session: &Session) -> Result<(String, Vec<String>), Failure> {
+        let mut terms = vec!["true".to_owned()];
+        let mut params = Vec::new();
+        for (column, value) in [
+            ("systemd_unit", &self.unit),
+            ("syslog_identifier", &self.identifier),
+        ] {
+            if let Some(v) = non_empty(value) {
+                let list: Vec<&str> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                terms.push(format!(
+                    "{column} IN ({})",
+                    vec!["?"; list.len()].join(", ")
+                ));
+                params.extend(list.into_iter().map(str::to_owned));
+            }
+        }
+        if let Some(p) = self.priority {
+            if p > 7 {
+                return bad(format!("priority {p}: 0 (emerg) to 7 (debug)"));
+            }
+            terms.push(format!("(priority IS NULL OR priority <= {p})"));
+        }
+        if let Some(text) = non_empty(&self.text) {
+            match self.mode.as_deref().unwrap_or("icase") {
+                "substring" => terms.push("contains(message, ?)".into()),
+                "icase" => terms.push("contains(lower(message), lower(?))".into()),
+                "regex" => {
+                    // A pattern that does not compile is the request's fault, told before a scan.
+                    if let Err(e) =
+                        session
+                            .conn
+                            .query_row("SELECT regexp_matches('', ?)", [text], |r| {
+                                r.get::<_, bool>(0)
+                            })
+                    {
+                        return bad(format!("the regular expression does not compile: {e}"));
+                    }
+                    terms.push("regexp_matches(message, ?)".into());
+                }
+                other => return bad(format!("mode {other:?}: substring, icase or regex")),
+            }
+            params.push(text.to_owned());
+        }
+        Ok((terms.join(" AND "), params))
+    }
+}
+
+fn open(settings: &Settings, search: &Search) -> Result<Session, Failure> {
+    let scope = search.scope(settings)?;
+    let mut session = Session::open(settings, scope, search.live.unwrap_or(false))?;
+    session.create_views()?;
+    Ok(session)
+}
+
+/// A DuckDB value as JSON.
+fn to_json(v: Db) -> Value {
+    match v {
+        Db::Null => Value::Null,
+        Db::Boolean(b) => json!(b),
+        Db::TinyInt(n) => json!(n),
+        Db::SmallInt(n) => json!(n),
+        Db::Int(n) => json!(n),
+        Db::BigInt(n) => json!(n),
+        Db::UTinyInt(n) => json!(n),
+        Db::USmallInt(n) => json!(n),
+        Db::UInt(n) => json!(n),
+        Db::UBigInt(n) => json!(n),
+        Db::Float(n) => json!(n),
+        Db::Double(n) => json!(n),
+        Db::Text(s) => json!(s),
+        Db::Timestamp(_, n) => json!(chrono::DateTime::from_timestamp_micros(n)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f").to_string())),
+        other => json!(format!("{other:?}")),
+    }
+}
+
+/// Runs `sql` with `params`: column names and rows as JSON, at most `limit` rows.
+fn rows(
+    session: &Session,
+    sql: &str,
+    params: &[String],
+    limit: usize,
+) -> Result<(Vec<String>, Vec<Vec<Value>>), duckdb::Error> {
+    let mut st = session.conn.prepare(sql)?;
+    let mut result = st.query(duckdb::params_from_iter(params.iter()))?;
+    let mut out = Vec::new();
+    let mut names = Vec::new();
+    while let Some(row) = result.next()? {
+        if names.is_empty() {
+            names = row.as_ref().column_names();
+        }
+        if out.len() == limit {
+            break;
+        }
+        let n = names.len();
+        out.push(
+            (0..n)
+                .map(|i| to_json(row.get::<_, Db>(i).unwrap_or(Db::Null)))
+                .collect(),
+        );
+    }
+    Ok((names, out))
+}
+
+/// One page of the entries that match, newest first.
+pub(crate) fn search(settings: &Settings, search: &Search) -> Result<Value, Failure> {
+    let session = open(settings, search)?;
+    let (filter, params) = search.filter(&session)?;
+    let page = search.page.unwrap_or(0);
+    let sql = format!(
+        "SELECT epoch_us(timestamp) AS ts, timestamp, hostname, syslog_identifier, systemd_unit, \
+         priority, message, cursor FROM journal WHERE {filter} \
+         ORDER BY timestamp DESC, cursor DESC LIMIT {} OFFSET {}",
+        PAGE + 1,
+        page * PAGE
+    );
+    let (columns, mut rows) = rows(&session, &sql, &params, (PAGE + 1) as usize)
+        .context("failed to search the archive")?;
+    if page > 0 && rows.is_empty() {
+        return bad(format!("page {page} is past the end of the results"));
+    }
+    let more = rows.len() as u64 > PAGE;
+    rows.truncate(PAGE as usize);
+    Ok(json!({"columns": columns, "rows": rows, "page": page, "more": more}))
+}
+
+/// Every field of one entry, as `journalctl -o json --all` prints it; `ts` (µs) narrows the
+/// files read to its minute.
+pub(crate) fn entry(settings: &Settings, cursor: &str, ts: i64) -> Result<Value, Failure> {
+    let minute = ts - ts.rem_euclid(crate::archive::layout::MINUTE_USEC);
+    let scope = Scope {
+        hosts: Vec::new(),
+        since: Some(minute),
+        until: Some(minute + crate::archive::layout::MINUTE_USEC),
+    };
+    let mut session = Session::open(settings, scope, false)?;
+    session.create_views()?;
+    let found: Option<String> = session
+        .conn
+        .query_row(
+            "SELECT CAST(entry AS VARCHAR) FROM entries WHERE cursor = ?",
+            [cursor],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            duckdb::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })
+        .context("failed to read the entry")?;
+    match found {
+        Some(text) => Ok(serde_json::from_str(&text).context("the entry is not JSON")?),
+        None => bad(format!(
+            "no entry with the cursor {cursor:?} in the minute of {ts}"
+        )),
+    }
+}
+
+/// The SQL box: one statement over `journal` and `entries`, at most `SQL_ROWS` rows.
+pub(crate) fn sql(settings: &Settings, text: &str) -> Result<Value, Failure> {
+    let text = text.trim().trim_end_matches(';').trim();
+    if text.is_empty() {
+        return bad("no SQL");
+    }
+    let session = open(settings, &Search::default())?;
+    match rows(&session, text, &[], SQL_ROWS) {
+        Ok((columns, rows)) => Ok(json!({
+            "columns": columns,
+            "truncated": rows.len() == SQL_ROWS,
+            "rows": rows,
+        })),
+        // The statement's own error (a typo, a file outside the archive): the request's.
+        Err(e) => bad(crate::sys::duckdb::chain_text(&anyhow::Error::from(e))),
+    }
+}
+
+/// Every entry that matches, whole, as CSV, JSON lines or Parquet: written by DuckDB into the
+/// session's private directory, then sent.
+pub(crate) fn download(
+    settings: &Settings,
+    search: &Search,
+    format: &str,
+) -> Result<(Vec<u8>, &'static str), Failure> {
+    let (options, mime) = match format {
+        "csv" => ("FORMAT csv, HEADER true", "text/csv"),
+        "json" => ("FORMAT json", "application/x-ndjson"),
+        "parquet" => (
+            "FORMAT parquet, COMPRESSION zstd",
+            "application/vnd.apache.parquet",
+        ),
+        other => return bad(format!("format {other:?}: csv, json or parquet")),
+    };
+    let session = open(settings, search)?;
+    let (filter, params) = search.filter(&session)?;
+    let out = session.scratch().join(format!("download.{format}"));
+    let sql = format!(
+        "COPY (SELECT timestamp, hostname, syslog_identifier, systemd_unit, priority, cursor, \
+         entry FROM entries WHERE cursor IN (SELECT cursor FROM journal WHERE {filter}) \
+         ORDER BY timestamp DESC) TO {} ({options})",
+        crate::sys::duckdb::quote(&out.to_string_lossy())
+    );
+    session
+        .conn
+        .execute(&sql, duckdb::params_from_iter(params.iter()))
+        .context("failed to write the download")?;
+    let bytes = std::fs::read(&out).with_context(|| format!("failed to read {}", out.display()))?;
+    Ok((bytes, mime))
+}
