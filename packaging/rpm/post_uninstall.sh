@@ -4,3 +4,7 @@ systemctl daemon-reload || :
 if [ "$1" -ge 1 ]; then
     systemctl try-restart journal-parquet.service || :
 fi
+# The web console's token, made by %post: gone with the package (not on upgrade).
+if [ "$1" -eq 0 ]; then
+    rm -f /etc/journal-parquet/web.token
+fi

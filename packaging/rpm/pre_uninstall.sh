@@ -1,8 +1,9 @@
 # journal-parquet %preun (%systemd_preun): on removal (not upgrade), disable and stop. The archive
 # in /var/lib/journal-parquet is kept.
 if [ "$1" -eq 0 ]; then
-    systemctl --no-reload disable --now jp-flush.timer journal-parquet.service jp-upload.timer || :
-    systemctl stop jp-flush.service jp-upload.service || :
+    systemctl --no-reload disable --now jp-flush.timer journal-parquet.service jp-upload.timer \
+        jp-web.socket || :
+    systemctl stop jp-flush.service jp-upload.service jp-web.service || :
     # The namespace instances (journal-parquet@NAME.service, jp-flush@NAME.timer) enabled.
     for link in /etc/systemd/system/*.wants/journal-parquet@?*.service \
         /etc/systemd/system/*.wants/jp-flush@?*.timer; do

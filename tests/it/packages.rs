@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 use crate::nspawn::{self, Guest};
 
-const UNITS: [&str; 5] = [
+const UNITS: [&str; 7] = [
     "journal-parquet.service",
     "jp-flush.service",
     "jp-flush.timer",
     "jp-upload.service",
     "jp-upload.timer",
+    "jp-web.socket",
+    "jp-web.service",
 ];
 
 /// The template units (a journald namespace each), and the plain unit each one follows.
@@ -31,7 +33,7 @@ fn instance(unit: &str) -> String {
 }
 
 /// Every file both packages install, with its mode: the one list, as the tests expect it.
-const PACKAGE_FILES: [(&str, &str); 26] = [
+const PACKAGE_FILES: [(&str, &str); 28] = [
     ("/etc/journal-parquet/config.toml", "644"),
     ("/usr/bin/journal-parquet", "755"),
     ("/usr/bin/jp-flush", "755"),
@@ -47,6 +49,8 @@ const PACKAGE_FILES: [(&str, &str); 26] = [
     ("/usr/lib/systemd/system/jp-flush@.timer", "644"),
     ("/usr/lib/systemd/system/jp-upload.service", "644"),
     ("/usr/lib/systemd/system/jp-upload.timer", "644"),
+    ("/usr/lib/systemd/system/jp-web.socket", "644"),
+    ("/usr/lib/systemd/system/jp-web.service", "644"),
     ("/usr/libexec/journal-parquet/jp-upload", "755"),
     ("/usr/lib/sysusers.d/journal-parquet.conf", "644"),
     ("/usr/share/doc/journal-parquet/LICENSE", "644"),
@@ -518,6 +522,7 @@ fn deb_installs_runs_across_a_restart_and_purges_in_a_real_systemd() {
         stdout(&guest.sh("systemctl is-enabled jp-upload.timer")).trim(),
         "disabled"
     );
+    web_console_starts_from_its_socket_and_exits_when_idle(&guest);
 
     // Markers written every 10 ms by a background loop while the collector is restarted: some
     // land while it is stopped, some while it starts.
@@ -849,6 +854,46 @@ fn rpm_installs_starts_and_erases_in_a_real_systemd() {
 }
 
 /// The collector and its timer are enabled and running.
+/// The web console in the guest: installed disabled with its token made (0640, root, group
+/// journal-parquet); once `systemctl enable --now jp-web.socket`, a request through the socket
+/// starts jp-web.service, which answers, exits after web_idle_exit_sec idle, and is started again
+/// by the next request.
+fn web_console_starts_from_its_socket_and_exits_when_idle(guest: &Guest) {
+    assert_eq!(
+        stdout(&guest.sh("systemctl is-enabled jp-web.socket")).trim(),
+        "disabled"
+    );
+    assert_eq!(
+        guest.ok("stat -c '%a %U %G' /etc/journal-parquet/web.token"),
+        "640 root journal-parquet\n"
+    );
+    guest.ok("echo 'web_idle_exit_sec = 3' >> /etc/journal-parquet/config.toml");
+    guest.ok("systemctl enable --now jp-web.socket");
+    let t = TestDir::new();
+    let script = t.path().join("ask-web.sh");
+    write_file(
+        &script,
+        "#!/bin/bash\n\
+         exec 3<>/dev/tcp/127.0.0.1/9417\n\
+         printf 'GET /api/health HTTP/1.1\\r\\nHost: localhost\\r\\nAuthorization: Bearer %s\\r\\n\
+         Connection: close\\r\\n\\r\\n' \"$(cat /etc/journal-parquet/web.token)\" >&3\n\
+         head -1 <&3\n",
+    );
+    guest.put(&script, "/root/ask-web.sh");
+    for round in 0..2 {
+        let status = guest.ok("bash /root/ask-web.sh");
+        assert!(status.contains(" 200 "), "round {round}: {status}");
+        assert_eq!(guest.ok("systemctl is-active jp-web.service"), "active\n");
+        let end = Instant::now() + Duration::from_secs(30);
+        while stdout(&guest.sh("systemctl is-active jp-web.service")).trim() == "active" {
+            assert!(Instant::now() < end, "jp-web.service did not exit when idle");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert_eq!(guest.ok("systemctl is-active jp-web.socket"), "active\n");
+    }
+    guest.ok("systemctl disable --now jp-web.socket");
+}
+
 fn assert_enabled_and_active(guest: &Guest) {
     assert_eq!(
         guest.ok("systemctl is-enabled journal-parquet.service jp-flush.timer"),
