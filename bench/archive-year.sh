@@ -39,7 +39,7 @@ measure() {
   shift
   sync
   /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || echo "  (failed: $(tail -1 "$WORK/err"))"
-  read -r wall rss <"$WORK/time"
+  read -r wall rss < <(tail -1 "$WORK/time")
   printf '%-52s %8.2f s %6d MiB  %s\n' "$label" "$wall" $((rss / 1024)) "$(tail -1 "$WORK/out" | cut -c1-40)"
 }
 PLAIN=("$PY" -c "import duckdb, sys; c = duckdb.connect(); c.execute('SET threads = 2'); print(c.sql(sys.argv[1]).fetchall())")
@@ -47,7 +47,7 @@ GLOB="$WORK/data/*/*/*/*/*.parquet"
 questions() {
   local kind=$1 files bytes
   files=$(find "$WORK/data" -name '*.parquet' | wc -l)
-  bytes=$(find "$WORK/data" -name '*.parquet' -printf '%s\n' | awk '{s += $1} END {print s}')
+  bytes=$(find "$WORK/data" -name '*.parquet' -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}')
   echo "== $kind: $files files, $((bytes / 1048576)) MiB"
   measure "count(*): journal-parquet query" \
     "$BIN/journal-parquet" query "${OURS[@]}" --format csv "SELECT count(*) FROM journal"

@@ -26,8 +26,9 @@ measure() {
   local label=$1
   shift
   sync
-  /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/out" 2>/dev/null
-  read -r wall rss <"$WORK/time"
+  /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" ||
+    echo "  (failed: $(grep -v 'Command exited' "$WORK/err" | tail -1))"
+  read -r wall rss < <(tail -1 "$WORK/time")
   printf '%-66s %7.2f s %6d MiB %9d lines\n' "$label" "$wall" $((rss / 1024)) "$(wc -l <"$WORK/out")"
 }
 echo "$N entries, $HOSTS hosts, a day; identifier $ID, word $WORD, hour $SINCE"

@@ -59,6 +59,11 @@ const FILES: &[(&str, &str)] = &[
         "The buffer: entries read but not written to Parquet yet.",
     ),
     (
+        "/etc/journal-parquet/web.token",
+        "The web console's token (journal-parquet web, jp-web.socket): made at install, mode \
+         0640, group journal-parquet; every request needs it.",
+    ),
+    (
         "/etc/journal-parquet/upload.env",
         "Turns on jp-upload.timer, which copies new and rewritten minute files to object storage \
          with rclone(1) (/usr/libexec/journal-parquet/jp-upload; an example is in \
@@ -66,7 +71,8 @@ const FILES: &[(&str, &str)] = &[
     ),
 ];
 
-const SEE_ALSO: &str = "journal-parquet(8), journal-parquet-query(8), jp-flush(8), \
+const SEE_ALSO: &str = "journal-parquet(8), journal-parquet-query(8), journal-parquet-web(8), \
+    jp-flush(8), \
     journal-parquet.conf(5), journalctl(1), systemd.journal-fields(7), \
     /usr/share/doc/journal-parquet/guide.md";
 
@@ -169,7 +175,15 @@ pub fn write_all(dir: &Path) -> Result<()> {
         .find_subcommand("query")
         .cloned()
         .context("journal-parquet has a query subcommand")?;
+    let web = collector
+        .find_subcommand("web")
+        .cloned()
+        .context("journal-parquet has a web subcommand")?;
     let pages = [
+        (
+            "journal-parquet-web.8",
+            command_page(web, "journal-parquet-web")?,
+        ),
         (
             "journal-parquet.8",
             command_page(collector, "journal-parquet")?,
@@ -222,9 +236,11 @@ mod tests {
         let page = |name: &str| std::fs::read_to_string(dir.path().join("man").join(name)).unwrap();
         let collector = CollectorArgs::command();
         let query = collector.find_subcommand("query").unwrap().clone();
+        let web = collector.find_subcommand("web").unwrap().clone();
         for (cmd, name) in [
             (collector, "journal-parquet.8"),
             (query, "journal-parquet-query.8"),
+            (web, "journal-parquet-web.8"),
             (FlushArgs::command(), "jp-flush.8"),
         ] {
             let text = page(name);

@@ -89,6 +89,8 @@ pub struct Settings {
     pub web_token_file: PathBuf,
     /// The socket-activated console exits after this long idle (None: never).
     pub web_idle_exit: Option<Duration>,
+    /// DuckDB's memory limit for a query (and each request of the web console).
+    pub query_memory_limit: String,
     /// The most minute files one query opens (their metadata's memory is not bounded by DuckDB).
     pub query_max_files: usize,
     /// The config file these settings came from, if any.
@@ -254,6 +256,7 @@ impl Settings {
         };
         let duckdb_memory_limit = given.string(&keys::DUCKDB_MEMORY_LIMIT).unwrap_or_default();
         let flush_memory_limit = given.string(&keys::FLUSH_MEMORY_LIMIT).unwrap_or_default();
+        let query_memory_limit = given.string(&keys::QUERY_MEMORY_LIMIT).unwrap_or_default();
         Ok(Settings {
             state_dir,
             data_dir,
@@ -275,6 +278,7 @@ impl Settings {
             query_max_files,
             compact_after,
             compact_day_max_rows,
+            query_memory_limit,
             web_token_file,
             web_idle_exit,
             config_file: given.file.clone(),

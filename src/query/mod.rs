@@ -311,7 +311,7 @@ fn open_duckdb(settings: &Settings) -> Result<(Connection, RemoveOnDrop)> {
     conn.execute_batch(&format!(
         "SET temp_directory = {}; SET memory_limit = {};",
         quote(&scratch.0.join("spill").to_string_lossy()),
-        quote(&settings.flush_memory_limit)
+        quote(&settings.query_memory_limit)
     ))
     .context("failed to configure DuckDB")?;
     Ok((conn, scratch))

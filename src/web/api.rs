@@ -80,10 +80,13 @@ fn failure(f: Failure) -> Response {
     }
 }
 
-/// Runs `work` on a blocking thread (DuckDB, the file system).
+/// Runs `work` on a blocking thread (DuckDB, the file system), at most `SESSIONS_AT_ONCE` at a
+/// time: each holds a DuckDB of up to `query_memory_limit`.
 async fn blocking<T: Send + 'static>(
+    shared: &Shared,
     work: impl FnOnce() -> Result<T, Failure> + Send + 'static,
 ) -> Result<T, Failure> {
+    let _permit = shared.sessions.acquire().await;
     tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
         Err(Failure::Failed(anyhow::anyhow!(
             "the request's thread failed: {e}"
@@ -93,7 +96,7 @@ async fn blocking<T: Send + 'static>(
 
 async fn health_json(State(shared): State<Arc<Shared>>) -> Response {
     let s = shared.clone();
-    match blocking(move || Ok(health::health(&s.settings, &s.archive))).await {
+    match blocking(&shared, move || Ok(health::health(&s.settings, &s.archive))).await {
         Ok(v) => Json(v).into_response(),
         Err(f) => failure(f),
     }
@@ -107,7 +110,7 @@ struct Activity {
 
 async fn activity_json(State(shared): State<Arc<Shared>>, Query(q): Query<Activity>) -> Response {
     let s = shared.clone();
-    let r = blocking(move || {
+    let r = blocking(&shared, move || {
         crate::archive::summary::activity(
             &s.settings,
             q.range.as_deref().unwrap_or("24h"),
@@ -127,7 +130,7 @@ async fn activity_json(State(shared): State<Arc<Shared>>, Query(q): Query<Activi
 
 async fn search_json(State(shared): State<Arc<Shared>>, Query(q): Query<Search>) -> Response {
     let s = shared.clone();
-    match blocking(move || search::search(&s.settings, &q)).await {
+    match blocking(&shared, move || search::search(&s.settings, &q)).await {
         Ok(v) => Json(v).into_response(),
         Err(f) => failure(f),
     }
@@ -141,7 +144,7 @@ struct EntryAsked {
 
 async fn entry_json(State(shared): State<Arc<Shared>>, Query(q): Query<EntryAsked>) -> Response {
     let s = shared.clone();
-    match blocking(move || search::entry(&s.settings, &q.cursor, q.ts)).await {
+    match blocking(&shared, move || search::entry(&s.settings, &q.cursor, q.ts)).await {
         Ok(v) => Json(v).into_response(),
         Err(f) => failure(f),
     }
@@ -156,7 +159,7 @@ struct Download {
 
 async fn download(State(shared): State<Arc<Shared>>, Query(q): Query<Download>) -> Response {
     let s = shared.clone();
-    match blocking(move || {
+    match blocking(&shared, move || {
         search::download(&s.settings, &q.search, &q.format).map(|r| (r, q.format))
     })
     .await
@@ -178,7 +181,7 @@ async fn download(State(shared): State<Arc<Shared>>, Query(q): Query<Download>) 
 
 async fn sql_json(State(shared): State<Arc<Shared>>, body: String) -> Response {
     let s = shared.clone();
-    match blocking(move || search::sql(&s.settings, &body)).await {
+    match blocking(&shared, move || search::sql(&s.settings, &body)).await {
         Ok(v) => Json(v).into_response(),
         Err(f) => failure(f),
     }

@@ -39,7 +39,13 @@ pub(crate) struct Shared {
     started: Instant,
     /// The archive's size and extent, walked at most once a minute (`health`).
     pub(crate) archive: health::ArchiveCache,
+    /// Requests that open a DuckDB, at most `SESSIONS_AT_ONCE` at a time.
+    pub(crate) sessions: tokio::sync::Semaphore,
 }
+
+/// Each request that reads the archive holds a DuckDB of up to `query_memory_limit`: two at once
+/// bound the console's memory (and there are two cores).
+const SESSIONS_AT_ONCE: usize = 2;
 
 impl Shared {
     fn touch(&self) {
@@ -79,6 +85,7 @@ pub fn run(args: &WebArgs) -> Result<()> {
         token,
         last_request: AtomicU64::new(0),
         started: Instant::now(),
+        sessions: tokio::sync::Semaphore::new(SESSIONS_AT_ONCE),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

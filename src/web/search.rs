@@ -48,13 +48,14 @@ pub(crate) struct Search {
     pub host: Option<String>,
     pub unit: Option<String>,
     pub identifier: Option<String>,
-    /// The highest priority kept (0 emerg … 7 debug).
-    pub priority: Option<u8>,
+    /// The highest priority kept (0 emerg … 7 debug). Strings, as every field here: a form
+    /// sends them so, and a download's parameters are read flattened, as strings.
+    pub priority: Option<String>,
     pub text: Option<String>,
     /// `substring` (case-sensitive), `icase` (the default) or `regex`.
     pub mode: Option<String>,
-    pub page: Option<u64>,
-    pub live: Option<bool>,
+    pub page: Option<String>,
+    pub live: Option<String>,
 }
 
 fn non_empty(v: &Option<String>) -> Option<&str> {
@@ -113,11 +114,11 @@ impl Search {
                 params.extend(list.into_iter().map(str::to_owned));
             }
         }
-        if let Some(p) = self.priority {
-            if p > 7 {
-                return bad(format!("priority {p}: 0 (emerg) to 7 (debug)"));
+        if let Some(p) = non_empty(&self.priority) {
+            match p.parse::<u8>() {
+                Ok(n) if n <= 7 => terms.push(format!("(priority IS NULL OR priority <= {n})")),
+                _ => return bad(format!("priority {p:?}: 0 (emerg) to 7 (debug)")),
             }
-            terms.push(format!("(priority IS NULL OR priority <= {p})"));
         }
         if let Some(text) = non_empty(&self.text) {
             match self.mode.as_deref().unwrap_or("icase") {
@@ -146,7 +147,12 @@ impl Search {
 
 fn open(settings: &Settings, search: &Search) -> Result<Session, Failure> {
     let scope = search.scope(settings)?;
-    let mut session = Session::open(settings, scope, search.live.unwrap_or(false))?;
+    let live = match non_empty(&search.live) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return bad(format!("live {other:?}: true or false")),
+    };
+    let mut session = Session::open(settings, scope, live)?;
     session.create_views()?;
     Ok(session)
 }
@@ -205,7 +211,13 @@ fn rows(
 pub(crate) fn search(settings: &Settings, search: &Search) -> Result<Value, Failure> {
     let session = open(settings, search)?;
     let (filter, params) = search.filter(&session)?;
-    let page = search.page.unwrap_or(0);
+    let page = match non_empty(&search.page) {
+        None => 0,
+        Some(p) => match p.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => return bad(format!("page {p:?}: a number from 0")),
+        },
+    };
     let sql = format!(
         "SELECT epoch_us(timestamp) AS ts, timestamp, hostname, syslog_identifier, systemd_unit, \
          priority, message, cursor FROM journal WHERE {filter} \

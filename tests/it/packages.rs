@@ -33,7 +33,7 @@ fn instance(unit: &str) -> String {
 }
 
 /// Every file both packages install, with its mode: the one list, as the tests expect it.
-const PACKAGE_FILES: [(&str, &str); 28] = [
+const PACKAGE_FILES: [(&str, &str); 29] = [
     ("/etc/journal-parquet/config.toml", "644"),
     ("/usr/bin/journal-parquet", "755"),
     ("/usr/bin/jp-flush", "755"),
@@ -59,6 +59,7 @@ const PACKAGE_FILES: [(&str, &str); 28] = [
     ("/usr/share/doc/journal-parquet/upload.env.example", "644"),
     ("/usr/share/man/man8/journal-parquet.8.gz", "644"),
     ("/usr/share/man/man8/journal-parquet-query.8.gz", "644"),
+    ("/usr/share/man/man8/journal-parquet-web.8.gz", "644"),
     ("/usr/share/man/man8/jp-flush.8.gz", "644"),
     ("/usr/share/man/man5/journal-parquet.conf.5.gz", "644"),
     (
@@ -886,7 +887,10 @@ fn web_console_starts_from_its_socket_and_exits_when_idle(guest: &Guest) {
         assert_eq!(guest.ok("systemctl is-active jp-web.service"), "active\n");
         let end = Instant::now() + Duration::from_secs(30);
         while stdout(&guest.sh("systemctl is-active jp-web.service")).trim() == "active" {
-            assert!(Instant::now() < end, "jp-web.service did not exit when idle");
+            assert!(
+                Instant::now() < end,
+                "jp-web.service did not exit when idle"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
         assert_eq!(guest.ok("systemctl is-active jp-web.socket"), "active\n");
