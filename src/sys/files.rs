@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -206,7 +206,19 @@ pub fn try_lock(path: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>>
         .create(true)
         .truncate(false)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+        .or_else(|e| match e.kind() {
+            // A lock needs no write: the web console reads a read-only state directory, and
+            // takes the flush lease of `--live` on the lock file jp-flush made.
+            ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied => {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(path)
+            }
+            _ => Err(e),
+        })
         .with_context(|| format!("failed to open {}", path.display()))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(lock)),

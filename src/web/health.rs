@@ -266,6 +266,8 @@ pub(crate) fn health(settings: &Settings, archive: &ArchiveCache) -> Value {
             "keep_free_bytes": r.keep_free,
             "use_fraction": r.max_use.map(|m| extent.bytes as f64 / m as f64),
             "oldest_age_seconds": oldest.map(|o| now - o as f64 / 1e6),
+            "oldest_age_days": oldest.map(|o| ((now - o as f64 / 1e6) / 86_400.0 * 10.0).round() / 10.0),
+            "max_age_days": r.max_age.map(|d| (d.as_secs_f64() / 86_400.0 * 10.0).round() / 10.0),
         },
         "upload": {"enabled": upload_enabled, "last_success_unix": upload_last},
         "entries_per_second_last_hour": crate::archive::summary::last_hour(settings)

@@ -145,14 +145,18 @@ impl Search {
     }
 }
 
+/// Whether the search reads the buffer too.
+fn live(search: &Search) -> Result<bool, Failure> {
+    match non_empty(&search.live) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => bad(format!("live {other:?}: true or false")),
+    }
+}
+
 fn open(settings: &Settings, search: &Search) -> Result<Session, Failure> {
     let scope = search.scope(settings)?;
-    let live = match non_empty(&search.live) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => return bad(format!("live {other:?}: true or false")),
-    };
-    let mut session = Session::open(settings, scope, live)?;
+    let mut session = Session::open(settings, scope, live(search)?)?;
     session.create_views()?;
     Ok(session)
 }
@@ -207,10 +211,12 @@ fn rows(
     Ok((names, out))
 }
 
-/// One page of the entries that match, newest first.
+/// One page of the entries that match, newest first. The range is searched backwards in windows
+/// that double from an hour (the files of each listed and read once), stopping as soon as the
+/// page is full: a search that matches in the last hour reads the last hour only, and no more
+/// than the page's rows are ever held (DuckDB keeps the top rows of each window). `live` reads
+/// the buffer too, in one window over the whole range.
 pub(crate) fn search(settings: &Settings, search: &Search) -> Result<Value, Failure> {
-    let session = open(settings, search)?;
-    let (filter, params) = search.filter(&session)?;
     let page = match non_empty(&search.page) {
         None => 0,
         Some(p) => match p.parse::<u64>() {
@@ -218,21 +224,95 @@ pub(crate) fn search(settings: &Settings, search: &Search) -> Result<Value, Fail
             Err(_) => return bad(format!("page {p:?}: a number from 0")),
         },
     };
-    let sql = format!(
-        "SELECT epoch_us(timestamp) AS ts, timestamp, hostname, syslog_identifier, systemd_unit, \
-         priority, message, cursor FROM journal WHERE {filter} \
-         ORDER BY timestamp DESC, cursor DESC LIMIT {} OFFSET {}",
-        PAGE + 1,
-        page * PAGE
-    );
-    let (columns, mut rows) = rows(&session, &sql, &params, (PAGE + 1) as usize)
-        .context("failed to search the archive")?;
-    if page > 0 && rows.is_empty() {
+    let scope = search.scope(settings)?;
+    // Rows wanted from the newest: the pages before, this one, and one to tell if more follow.
+    let wanted = (page + 1) * PAGE + 1;
+    let windows = windows(settings, &scope, search)?;
+    let mut rows: Vec<Vec<Value>> = Vec::new();
+    let mut columns = Vec::new();
+    for (since, until) in windows {
+        let left = wanted - rows.len() as u64;
+        let window = Scope {
+            hosts: scope.hosts.clone(),
+            since,
+            until,
+        };
+        let (c, found) = page_of(settings, search, window, left)?;
+        columns = c;
+        rows.extend(found);
+        if rows.len() as u64 >= wanted {
+            break;
+        }
+    }
+    let start = (page * PAGE) as usize;
+    if page > 0 && rows.len() <= start {
         return bad(format!("page {page} is past the end of the results"));
     }
+    let mut rows: Vec<Vec<Value>> = rows.into_iter().skip(start).collect();
     let more = rows.len() as u64 > PAGE;
     rows.truncate(PAGE as usize);
     Ok(json!({"columns": columns, "rows": rows, "page": page, "more": more}))
+}
+
+/// The windows a search reads, newest first: back from the range's end (or the newest file's),
+/// an hour, then two, four…, down to its start (or the oldest file's). With `live`, one window.
+fn windows(
+    settings: &Settings,
+    scope: &Scope,
+    search: &Search,
+) -> Result<Vec<(Option<i64>, Option<i64>)>, Failure> {
+    use crate::archive::layout::span_of;
+    if live(search)? {
+        return Ok(vec![(scope.since, scope.until)]);
+    }
+    let files = match settings.data_dir.exists() {
+        true => crate::query::archive_files(&settings.data_dir, scope)?,
+        false => Vec::new(),
+    };
+    let spans: Vec<_> = files
+        .iter()
+        .filter_map(|f| f.file_name()?.to_str().and_then(span_of))
+        .collect();
+    let (Some(first), Some(last)) = (
+        spans.iter().map(|s| s.start_usec).min(),
+        spans.iter().map(|s| s.end_usec()).max(),
+    ) else {
+        return Ok(vec![(scope.since, scope.until)]);
+    };
+    let start = scope.since.unwrap_or(first).max(first);
+    let mut end = scope.until.unwrap_or(last).min(last);
+    let mut width = 3_600_000_000i64;
+    let mut out = Vec::new();
+    while end > start {
+        let from = (end - width).max(start);
+        out.push((Some(from), Some(end)));
+        end = from;
+        width = width.saturating_mul(2);
+    }
+    if out.is_empty() {
+        out.push((scope.since, scope.until));
+    }
+    Ok(out)
+}
+
+/// At most `limit` matching rows of one window, newest first.
+fn page_of(
+    settings: &Settings,
+    search: &Search,
+    window: Scope,
+    limit: u64,
+) -> Result<(Vec<String>, Vec<Vec<Value>>), Failure> {
+    let mut session = Session::open(settings, window, live(search)?)?;
+    session.create_views()?;
+    let (filter, params) = search.filter(&session)?;
+    let sql = format!(
+        "SELECT epoch_us(timestamp) AS ts, timestamp, hostname, syslog_identifier, systemd_unit, \
+         priority, message, cursor FROM journal WHERE {filter} \
+         ORDER BY timestamp DESC, cursor DESC LIMIT {limit}"
+    );
+    let found =
+        rows(&session, &sql, &params, limit as usize).context("failed to search the archive")?;
+    Ok(found)
 }
 
 /// Every field of one entry, as `journalctl -o json --all` prints it; `ts` (µs) narrows the

@@ -91,10 +91,16 @@ let by = "priority";
 let plot = null;
 const COLOURS = ["#c0392b", "#e67e22", "#f1c40f", "#27ae60", "#2980b9", "#8e44ad", "#7f8c8d", "#16a085", "#d35400", "#2c3e50"];
 
+// Each page keeps only the answer to its latest request: a slower, older one arriving later
+// must not replace it (a chart stacked by priority after "by host" was clicked).
+const latest = { activity: 0, search: 0 };
+
 async function activity() {
+  const asked = ++latest.activity;
   $$(".range").forEach((b) => b.classList.toggle("on", b.dataset.range === range));
   $$(".by").forEach((b) => b.classList.toggle("on", b.dataset.by === by));
   const a = await api(`/api/activity?range=${range}&by=${by}`);
+  if (asked !== latest.activity) return;
   window.jpActivity = a;
   const keys = Object.keys(a.series);
   $("#activity-note").textContent =
@@ -153,6 +159,7 @@ function openSearch(values) {
 }
 
 async function search() {
+  const asked = ++latest.search;
   const p = searchParams();
   location.hash = "search?" + p.toString();
   $("#permalink").href = "/#search?" + p.toString();
@@ -168,10 +175,12 @@ async function search() {
   try {
     r = await api("/api/search?" + p.toString());
   } catch (e) {
+    if (asked !== latest.search) return;
     $("#search-note").textContent = e.message;
     tbody.replaceChildren();
     return;
   }
+  if (asked !== latest.search) return;
   window.jpSearch = r;
   tbody.replaceChildren();
   for (const row of r.rows) {
