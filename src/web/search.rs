@@ -254,13 +254,12 @@ pub(crate) fn search(settings: &Settings, search: &Search) -> Result<Value, Fail
     Ok(json!({"columns": columns, "rows": rows, "page": page, "more": more}))
 }
 
+/// A part of a search's range: since, until (µs; None: open).
+type Window = (Option<i64>, Option<i64>);
+
 /// The windows a search reads, newest first: back from the range's end (or the newest file's),
 /// an hour, then two, four…, down to its start (or the oldest file's). With `live`, one window.
-fn windows(
-    settings: &Settings,
-    scope: &Scope,
-    search: &Search,
-) -> Result<Vec<(Option<i64>, Option<i64>)>, Failure> {
+fn windows(settings: &Settings, scope: &Scope, search: &Search) -> Result<Vec<Window>, Failure> {
     use crate::archive::layout::span_of;
     if live(search)? {
         return Ok(vec![(scope.since, scope.until)]);
