@@ -246,6 +246,48 @@ fn archive_by_host(data_dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     Ok(out)
 }
 
+/// The columns of `journal_minutes`, for the empty view when there is no summary yet.
+const EMPTY: &str =
+    "SELECT NULL::TIMESTAMP AS minute, NULL::VARCHAR AS host, NULL::VARCHAR AS unit, \
+    NULL::VARCHAR AS identifier, NULL::INTEGER AS priority, NULL::BIGINT AS entries, \
+    NULL::BIGINT AS bytes WHERE false";
+
+/// Attaches the summary read-only to `conn` and makes the view `journal_minutes` over it (empty
+/// when jp-flush has not written one yet).
+pub fn attach_view(conn: &Connection, state_dir: &Path) -> Result<()> {
+    let path = state_dir.join(SUMMARY_FILE);
+    let source = match path.exists() {
+        false => EMPTY.to_owned(),
+        true => {
+            let mut tries = 0;
+            loop {
+                let r = conn.execute_batch(&format!(
+                    "ATTACH {} AS jp_summary (READ_ONLY)",
+                    quote(&path.to_string_lossy())
+                ));
+                match r {
+                    Ok(()) => break,
+                    // jp-flush writes it for a moment at the end of its run.
+                    Err(_) if tries < 30 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("failed to read the summary {}", path.display())
+                        })
+                    }
+                }
+            }
+            "SELECT * FROM jp_summary.journal_minutes".to_owned()
+        }
+    };
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TEMP VIEW journal_minutes AS {source}"
+    ))
+    .context("failed to make the view journal_minutes")
+}
+
 /// What an activity request gets wrong, or what fails it.
 pub enum Asked {
     Bad(String),

@@ -288,14 +288,18 @@ fn build(
     contents: &Contents,
     work: &Path,
 ) -> Result<u64> {
-    let list: Vec<String> = contents
-        .archive
-        .iter()
-        .map(|(_, p)| quote(&p.to_string_lossy()))
-        .collect();
-    // Files of schema 2 and 3 alike: DuckDB unifies their columns by name, and the select list
-    // casts every one to schema 3 (a day's footers: some 55 MB for 1,440 files).
-    let source = format!("read_parquet([{}], union_by_name = true)", list.join(", "));
+    let mut files: Vec<PathBuf> = contents.archive.iter().map(|(_, p)| p.clone()).collect();
+    // A schema-3 file first (the newest, as `journal-parquet query` does): DuckDB then takes its
+    // types and casts the other files' as it reads each, one footer at a time; otherwise it
+    // unifies them by name, reading every footer first (some 55 MB for 1,440 files). The select
+    // list casts every column to schema 3 either way.
+    let unify = crate::archive::views::arrange(conn, &mut files)?;
+    let list: Vec<String> = files.iter().map(|p| quote(&p.to_string_lossy())).collect();
+    let by_name = match unify {
+        crate::archive::views::Unify::ByName => ", union_by_name = true",
+        crate::archive::views::Unify::FirstFileTypes => "",
+    };
+    let source = format!("read_parquet([{}]{by_name})", list.join(", "));
     let rows_in: u64 = conn
         .query_row(&format!("SELECT count(*) FROM {source}"), [], |r| r.get(0))
         .with_context(|| format!("failed to read the files of {}", day.dir.display()))?;

@@ -66,13 +66,13 @@ pub fn run(args: &QueryArgs) -> Result<()> {
     if crate::config::check_only(&args.common, &settings) {
         return Ok(());
     }
-    // Without --live, the state directory is not read: its owner has no say.
-    let dirs: &[&Path] = match args.live {
+    let (sql, source) = read_sql(args)?;
+    // Without --live or the summary, the state directory is not read: its owner has no say.
+    let dirs: &[&Path] = match args.live || asks_for_summary(&sql) {
         true => &[&settings.state_dir, &settings.data_dir],
         false => &[&settings.data_dir],
     };
     crate::sys::user::become_owner(dirs, "journal-parquet query")?;
-    let (sql, source) = read_sql(args)?;
     let scope = scope_of(args, &settings)?;
     if !settings.data_dir.exists() && !args.live {
         bail!(
@@ -80,7 +80,7 @@ pub fn run(args: &QueryArgs) -> Result<()> {
             settings.data_dir.display()
         );
     }
-    let mut session = Session::open(&settings, scope, args.live)?;
+    let mut session = Session::open_with(&settings, scope, args.live, asks_for_summary(&sql))?;
     // The tree as listed: a query that fails while jp-flush swapped a day for its day file, or
     // retention deleted a file, is asked again of the tree as it is now (a few times at most).
     let mut relisted = 0;
@@ -110,6 +110,11 @@ pub fn run(args: &QueryArgs) -> Result<()> {
     }
 }
 
+/// Whether the SQL reads the view `journal_minutes` (the summary).
+pub fn asks_for_summary(sql: &str) -> bool {
+    sql.to_ascii_lowercase().contains("journal_minutes")
+}
+
 /// An in-memory DuckDB whose views `journal` and `entries` cover the archive files in a scope
 /// (and, live, the buffer), confined to them (`lock_down`): what `journal-parquet query` and the
 /// web console ask their SQL of.
@@ -127,6 +132,18 @@ impl Session {
     /// Lists the files of `scope` (refusing more than `query_max_files`), attaches the buffer
     /// when `live`, and confines DuckDB. The views come with `create_views`.
     pub fn open(settings: &Settings, scope: Scope, live: bool) -> Result<Session> {
+        Session::open_with(settings, scope, live, false)
+    }
+
+    /// `open`, and with `summary` the view `journal_minutes` over jp-flush's summary
+    /// (`archive::summary`), attached read-only for the session: only when the SQL asks for it,
+    /// since jp-flush cannot write the summary while a session holds it.
+    pub fn open_with(
+        settings: &Settings,
+        scope: Scope,
+        live: bool,
+        summary: bool,
+    ) -> Result<Session> {
         let files = match settings.data_dir.exists() {
             true => archive_files(&settings.data_dir, &scope)?,
             false => Vec::new(),
@@ -137,6 +154,9 @@ impl Session {
             true => attach_buffer(&conn, settings, &scope)?,
             false => None,
         };
+        if summary {
+            crate::archive::summary::attach_view(&conn, &settings.state_dir)?;
+        }
         lock_down(&conn, settings, &scratch.0, live.is_some())?;
         Ok(Session {
             conn,

@@ -352,7 +352,13 @@ pub(crate) fn sql(settings: &Settings, text: &str) -> Result<Value, Failure> {
     if text.is_empty() {
         return bad("no SQL");
     }
-    let session = open(settings, &Search::default())?;
+    let mut session = Session::open_with(
+        settings,
+        Search::default().scope(settings)?,
+        false,
+        crate::query::asks_for_summary(text),
+    )?;
+    session.create_views()?;
     match rows(&session, text, &[], SQL_ROWS) {
         Ok((columns, rows)) => Ok(json!({
             "columns": columns,

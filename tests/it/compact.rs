@@ -64,8 +64,8 @@ fn flush_metric(t: &TestDir, name: &str) -> f64 {
 
 /// Guards compaction end to end: every old day of every host becomes one day file, sorted by
 /// time, in row groups of at most 122,880 rows, naming its minutes in its metadata; every entry
-/// is in it once; queries (whole and by `--since`/`--until`) answer as they did over the minute
-/// files; a second run has nothing to do; `--compact` without `compact_after` is a config error.
+/// is in it once; queries (whole and by `--since`/`--until`) and the catalogue answer as they did
+/// over the minute files; a second run has nothing to do; `--compact` without `compact_after` is a config error.
 #[test]
 fn compaction_swaps_old_days_for_sorted_day_files_holding_every_entry_once() {
     let t = TestDir::new();
@@ -162,6 +162,20 @@ fn compaction_swaps_old_days_for_sorted_day_files_holding_every_entry_once() {
         t.query_value(&["SELECT count(DISTINCT cursor) FROM journal"]),
         expected.len().to_string()
     );
+    // The catalogue reads the day files too.
+    let catalogue = duckdb::Connection::open_with_flags(
+        t.data().join("journal.duckdb"),
+        duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .unwrap(),
+    )
+    .unwrap();
+    let in_catalogue: u64 = catalogue
+        .query_row("SELECT count(DISTINCT cursor) FROM journal", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(in_catalogue, expected.len() as u64);
     assert_eq!(flush_metric(&t, "compacted_days_total"), names.len() as f64);
     assert_eq!(
         flush_metric(&t, "compacted_files_replaced_total"),

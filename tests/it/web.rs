@@ -99,8 +99,9 @@ const ENDPOINTS: &[&str] = &[
 ];
 
 /// Guards the console's two promises to the machine: every endpoint refuses a request without the
-/// token (or with a wrong one), the login sets an HttpOnly, SameSite=Strict cookie, and no request
-/// writes anything in the state or data directory.
+/// token (or with a wrong one), the login sets an HttpOnly, SameSite=Strict cookie, the summary
+/// answers as the view `journal_minutes` (in the console's SQL and in `journal-parquet query`),
+/// and no request writes anything in the state or data directory.
 #[test]
 fn every_endpoint_refuses_without_the_token_and_no_request_writes() {
     let (t, token, _) = console_archive();
