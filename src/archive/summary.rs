@@ -29,6 +29,21 @@ const DDL: &str = "CREATE TABLE IF NOT EXISTS summary.journal_minutes (
     minute TIMESTAMP NOT NULL, host VARCHAR NOT NULL, unit VARCHAR, identifier VARCHAR,
     priority INTEGER, entries BIGINT NOT NULL, bytes BIGINT NOT NULL)";
 
+/// Runs `open` until it succeeds, 100 ms apart, `tries` times at most: the summary is one
+/// writer's or several readers' at a time (DuckDB's lock on the file), each for a moment.
+fn retried<T>(tries: u32, mut open: impl FnMut() -> duckdb::Result<T>) -> duckdb::Result<T> {
+    let mut left = tries;
+    loop {
+        match open() {
+            Err(_) if left > 1 => {
+                left -= 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// One minute file to count: its host directory, minute (µs) and path.
 pub struct Counted<'a> {
     pub host_dir: &'a str,
@@ -40,24 +55,13 @@ pub struct Counted<'a> {
 /// opens it for a moment at a time).
 fn attach(conn: &Connection, state_dir: &Path) -> Result<()> {
     let path = state_dir.join(SUMMARY_FILE);
-    let mut tries = 0;
-    loop {
-        let r = conn.execute_batch(&format!(
+    retried(20, || {
+        conn.execute_batch(&format!(
             "ATTACH {} AS summary",
             quote(&path.to_string_lossy())
-        ));
-        match r {
-            Ok(()) => break,
-            Err(_) if tries < 20 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("failed to open the summary {}", path.display()))
-            }
-        }
-    }
+        ))
+    })
+    .with_context(|| format!("failed to open the summary {}", path.display()))?;
     conn.execute_batch(DDL)
         .with_context(|| format!("failed to create the summary in {}", path.display()))
 }
@@ -259,26 +263,14 @@ pub fn attach_view(conn: &Connection, state_dir: &Path) -> Result<()> {
     let source = match path.exists() {
         false => EMPTY.to_owned(),
         true => {
-            let mut tries = 0;
-            loop {
-                let r = conn.execute_batch(&format!(
+            // jp-flush writes it for a moment at the end of its run.
+            retried(30, || {
+                conn.execute_batch(&format!(
                     "ATTACH {} AS jp_summary (READ_ONLY)",
                     quote(&path.to_string_lossy())
-                ));
-                match r {
-                    Ok(()) => break,
-                    // jp-flush writes it for a moment at the end of its run.
-                    Err(_) if tries < 30 => {
-                        tries += 1;
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("failed to read the summary {}", path.display())
-                        })
-                    }
-                }
-            }
+                ))
+            })
+            .with_context(|| format!("failed to read the summary {}", path.display()))?;
             "SELECT * FROM jp_summary.journal_minutes".to_owned()
         }
     };
@@ -306,21 +298,12 @@ pub fn open_read_only(state_dir: &Path) -> Result<Option<Connection>> {
     if !path.exists() {
         return Ok(None);
     }
-    let mut tries = 0;
-    loop {
+    let conn = retried(30, || {
         let config = Config::default().access_mode(AccessMode::ReadOnly)?;
-        match Connection::open_with_flags(&path, config) {
-            Ok(c) => return Ok(Some(c)),
-            Err(_) if tries < 30 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("failed to read the summary {}", path.display()))
-            }
-        }
-    }
+        Connection::open_with_flags(&path, config)
+    })
+    .with_context(|| format!("failed to read the summary {}", path.display()))?;
+    Ok(Some(conn))
 }
 
 /// Entries per bucket over the last `range` (1h, 24h, 7d, 30d), stacked by `by` (priority,

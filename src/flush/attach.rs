@@ -34,20 +34,27 @@ pub(super) struct AttachedSegment {
     pub(super) reread: bool,
 }
 
+/// jp-flush's own in-memory DuckDB (the export's, compaction's): its memory limit, and a spill
+/// directory in the state directory (a merge's anti join and a day's sort spill beyond it).
+pub(super) fn flush_duckdb(settings: &Settings) -> Result<Connection> {
+    let config = duckdb_config(&settings.flush_memory_limit)
+        .context("failed to configure DuckDB for jp-flush")?;
+    let conn = Connection::open_in_memory_with_flags(config)
+        .context("failed to start DuckDB for jp-flush")?;
+    let spill = settings.state_dir.join("flush.tmp");
+    conn.execute_batch(&format!(
+        "SET temp_directory = {};",
+        quote(&spill.to_string_lossy())
+    ))
+    .context("failed to configure DuckDB for jp-flush")?;
+    Ok(conn)
+}
+
 impl Attached {
     /// Attaches the segments `sealed`. One that DuckDB finds damaged is set aside, and the
     /// collector is asked to read its entries again (`Buffer::request_reread`).
     pub fn open(settings: &Settings, buffer: &Buffer, sealed: &[u64]) -> Result<Attached> {
-        let config = duckdb_config(&settings.flush_memory_limit)
-            .context("failed to configure DuckDB for jp-flush")?;
-        let conn = Connection::open_in_memory_with_flags(config)
-            .context("failed to start DuckDB for jp-flush")?;
-        let spill = settings.state_dir.join("flush.tmp");
-        conn.execute_batch(&format!(
-            "SET temp_directory = {};",
-            quote(&spill.to_string_lossy())
-        ))
-        .context("failed to configure DuckDB for jp-flush")?;
+        let conn = flush_duckdb(settings)?;
         let mut segments = Vec::new();
         for &no in sealed {
             let alias = format!("s{no}");

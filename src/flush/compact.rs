@@ -29,7 +29,7 @@ use crate::archive::layout::{
     MINUTE_USEC,
 };
 use crate::config::Settings;
-use crate::sys::duckdb::{config as duckdb_config, quote};
+use crate::sys::duckdb::quote;
 use crate::sys::fault;
 use crate::sys::files::{exchange, make_private_dir, sync_dir, write_atomically};
 
@@ -116,7 +116,7 @@ pub fn compact(settings: &Settings, budget: Budget, keep_from: Option<i64>) -> R
     if days.is_empty() {
         return Ok(done);
     }
-    let conn = open_duckdb(settings)?;
+    let conn = super::attach::flush_duckdb(settings)?;
     let started = Instant::now();
     for (i, day) in days.iter().enumerate() {
         if budget == Budget::Bounded && started.elapsed() > RUN_BUDGET {
@@ -137,22 +137,6 @@ pub fn compact(settings: &Settings, budget: Budget, keep_from: Option<i64>) -> R
     // Empty now: gone, so that the tree shows nothing of the work done.
     let _ = fs::remove_dir(settings.data_dir.join(COMPACT_WORK_DIR));
     Ok(done)
-}
-
-/// jp-flush's own DuckDB for compaction: its memory limit, and the spill directory of the export
-/// (a day is sorted, and spills beyond the limit).
-fn open_duckdb(settings: &Settings) -> Result<Connection> {
-    let config = duckdb_config(&settings.flush_memory_limit)
-        .context("failed to configure DuckDB for compaction")?;
-    let conn = Connection::open_in_memory_with_flags(config)
-        .context("failed to start DuckDB for compaction")?;
-    let spill = settings.state_dir.join("flush.tmp");
-    conn.execute_batch(&format!(
-        "SET temp_directory = {};",
-        quote(&spill.to_string_lossy())
-    ))
-    .context("failed to configure DuckDB for compaction")?;
-    Ok(conn)
 }
 
 /// The days under `data_dir` that end at or before `due_before` and still hold a minute file,
