@@ -299,3 +299,42 @@ fn browser_sees_health_activity_and_a_searched_entry_as_the_sources_say() {
         assert!(shots.join(format!("{page}.png")).exists(), "{page}.png");
     }
 }
+
+/// Guards "live": a search with `live=true` also finds the entries the collector has committed
+/// and jp-flush has not written yet (read from the buffer under the flush lease, as `query --live`
+/// does); without it, only the archive answers.
+#[test]
+fn live_search_finds_entries_not_yet_in_a_minute_file() {
+    let (t, token, _) = console_archive();
+    let late = t.path().join("late");
+    std::fs::create_dir_all(&late).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    journal_file(
+        &late.join("late.journal"),
+        &[RawEntry {
+            realtime_usec: (now - 600) * 1_000_000,
+            fields: vec![
+                ("MESSAGE".into(), b"only-in-the-buffer 91c2".to_vec()),
+                ("_HOSTNAME".into(), b"marker-host".to_vec()),
+            ],
+        }],
+    );
+    t.backfill(&late);
+    let (_server, base) = start_web(&t);
+    let cookie = format!("Cookie: jp_token={token}");
+    let hits = |live: &str| {
+        let (code, body) = curl(&[
+            "-H",
+            &cookie,
+            &format!("{base}/api/search?text=only-in-the-buffer&live={live}"),
+        ]);
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["rows"].as_array().unwrap().len()
+    };
+    assert_eq!(hits("false"), 0);
+    assert_eq!(hits("true"), 1);
+}
