@@ -47,7 +47,7 @@ GLOB="$WORK/data/*/*/*/*/*.parquet"
 questions() {
   local kind=$1 files bytes
   files=$(find "$WORK/data" -name '*.parquet' | wc -l)
-  bytes=$(find "$WORK/data" -name '*.parquet' -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}')
+  bytes=$(find "$WORK/data" -name '*.parquet' -printf '%s\n' | awk '{s += $1} END {printf "%.0f\n", s}')
   echo "== $kind: $files files, $((bytes / 1048576)) MiB"
   measure "count(*): journal-parquet query" \
     "$BIN/journal-parquet" query "${OURS[@]}" --format csv "SELECT count(*) FROM journal"
