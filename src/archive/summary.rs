@@ -17,7 +17,8 @@ use anyhow::{Context, Result};
 use duckdb::{AccessMode, Config, Connection};
 use serde_json::{json, Value};
 
-use crate::archive::layout::{numbered, span_of, MINUTE_USEC};
+use crate::archive::files::{archive_files, Scope};
+use crate::archive::layout::MINUTE_USEC;
 use crate::config::Settings;
 use crate::sys::duckdb::quote;
 
@@ -228,21 +229,11 @@ fn archive_by_host(data_dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
         if name.starts_with('.') || !h.path().is_dir() {
             continue;
         }
-        let mut files = Vec::new();
-        for (_, y) in numbered(&h.path(), 4)? {
-            for (_, m) in numbered(&y, 2)? {
-                for (_, d) in numbered(&m, 2)? {
-                    for e in std::fs::read_dir(&d)
-                        .with_context(|| format!("failed to list {}", d.display()))?
-                    {
-                        let e = e.with_context(|| format!("failed to list {}", d.display()))?;
-                        if e.file_name().to_str().and_then(span_of).is_some() {
-                            files.push(e.path());
-                        }
-                    }
-                }
-            }
-        }
+        let scope = Scope {
+            hosts: vec![name.clone()],
+            ..Scope::default()
+        };
+        let files = archive_files(data_dir, &scope)?;
         if !files.is_empty() {
             out.push((name, files));
         }

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use duckdb::Connection;
 
-use super::scope::Scope;
+use crate::archive::files::Scope;
 use crate::archive::layout::minute_file;
 use crate::buffer::handoff::{self, Lease};
 use crate::config::Settings;

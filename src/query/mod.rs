@@ -1,6 +1,6 @@
 //! `journal-parquet query [SQL]`: SQL over the archive in an embedded DuckDB, with the views of
 //! `views` over the minute files that `--since`, `--until` and `--host` leave (pruned by path,
-//! before any file is opened: `scope`), and with `--live` the rows not flushed yet (`live`),
+//! before any file is opened: `archive::files`), and with `--live` the rows not flushed yet (`live`),
 //! printed as the user asked (`output`).
 
 use std::io::{IsTerminal, Read};
@@ -17,11 +17,10 @@ use crate::sys::duckdb::{quote, sql_error};
 
 mod live;
 mod output;
-mod scope;
 
+pub use crate::archive::files::{archive_files, Scope};
 use live::attach_buffer;
 use output::{copy_out, print_table};
-pub use scope::{archive_files, Scope};
 
 /// Where the packaged service keeps its state (`StateDirectory=journal-parquet`): an operator's
 /// shell has no `$STATE_DIRECTORY`, and `./state` would be the wrong archive.
@@ -80,7 +79,7 @@ pub fn run(args: &QueryArgs) -> Result<()> {
             settings.data_dir.display()
         );
     }
-    let mut session = Session::open_with(&settings, scope, args.live, asks_for_summary(&sql))?;
+    let mut session = Session::open(&settings, scope, args.live, asks_for_summary(&sql))?;
     // The tree as listed: a query that fails while jp-flush swapped a day for its day file, or
     // retention deleted a file, is asked again of the tree as it is now (a few times at most).
     let mut relisted = 0;
@@ -130,20 +129,11 @@ pub struct Session {
 
 impl Session {
     /// Lists the files of `scope` (refusing more than `query_max_files`), attaches the buffer
-    /// when `live`, and confines DuckDB. The views come with `create_views`.
-    pub fn open(settings: &Settings, scope: Scope, live: bool) -> Result<Session> {
-        Session::open_with(settings, scope, live, false)
-    }
-
-    /// `open`, and with `summary` the view `journal_minutes` over jp-flush's summary
-    /// (`archive::summary`), attached read-only for the session: only when the SQL asks for it,
-    /// since jp-flush cannot write the summary while a session holds it.
-    pub fn open_with(
-        settings: &Settings,
-        scope: Scope,
-        live: bool,
-        summary: bool,
-    ) -> Result<Session> {
+    /// when `live`, and with `summary` jp-flush's summary (`archive::summary`) as the view
+    /// `journal_minutes`, read-only for the session: only when the SQL asks for it, since jp-flush
+    /// cannot write the summary while a session holds it. Then confines DuckDB. The views over
+    /// the files come with `create_views`.
+    pub fn open(settings: &Settings, scope: Scope, live: bool, summary: bool) -> Result<Session> {
         let files = match settings.data_dir.exists() {
             true => archive_files(&settings.data_dir, &scope)?,
             false => Vec::new(),

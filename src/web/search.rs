@@ -154,9 +154,10 @@ fn live(search: &Search) -> Result<bool, Failure> {
     }
 }
 
-fn open(settings: &Settings, search: &Search) -> Result<Session, Failure> {
-    let scope = search.scope(settings)?;
-    let mut session = Session::open(settings, scope, live(search)?)?;
+/// A session over `scope` with its views made (`live`: and the buffer; `summary`: and the view
+/// `journal_minutes`).
+fn open(settings: &Settings, scope: Scope, live: bool, summary: bool) -> Result<Session, Failure> {
+    let mut session = Session::open(settings, scope, live, summary)?;
     session.create_views()?;
     Ok(session)
 }
@@ -301,8 +302,7 @@ fn page_of(
     window: Scope,
     limit: u64,
 ) -> Result<(Vec<String>, Vec<Vec<Value>>), Failure> {
-    let mut session = Session::open(settings, window, live(search)?)?;
-    session.create_views()?;
+    let session = open(settings, window, live(search)?, false)?;
     let (filter, params) = search.filter(&session)?;
     let sql = format!(
         "SELECT epoch_us(timestamp) AS ts, timestamp, hostname, syslog_identifier, systemd_unit, \
@@ -323,8 +323,7 @@ pub(crate) fn entry(settings: &Settings, cursor: &str, ts: i64) -> Result<Value,
         since: Some(minute),
         until: Some(minute + crate::archive::layout::MINUTE_USEC),
     };
-    let mut session = Session::open(settings, scope, false)?;
-    session.create_views()?;
+    let session = open(settings, scope, false, false)?;
     let found: Option<String> = session
         .conn
         .query_row(
@@ -352,13 +351,12 @@ pub(crate) fn sql(settings: &Settings, text: &str) -> Result<Value, Failure> {
     if text.is_empty() {
         return bad("no SQL");
     }
-    let mut session = Session::open_with(
+    let session = open(
         settings,
-        Search::default().scope(settings)?,
+        Scope::default(),
         false,
         crate::query::asks_for_summary(text),
     )?;
-    session.create_views()?;
     match rows(&session, text, &[], SQL_ROWS) {
         Ok((columns, rows)) => Ok(json!({
             "columns": columns,
@@ -386,7 +384,7 @@ pub(crate) fn download(
         ),
         other => return bad(format!("format {other:?}: csv, json or parquet")),
     };
-    let session = open(settings, search)?;
+    let session = open(settings, search.scope(settings)?, live(search)?, false)?;
     let (filter, params) = search.filter(&session)?;
     let out = session.scratch().join(format!("download.{format}"));
     let sql = format!(

@@ -1,13 +1,14 @@
-//! Which files a query reads: whole years, months, days, and the minute, hour and day files
-//! outside `--since`, `--until` and `--host` are skipped by their names, before any file is
-//! opened. Within the files read, DuckDB skips the row groups whose `timestamp` statistics fall
+//! Which archive files a time range and a set of hosts take in: whole years, months, days, and
+//! the minute, hour and day files outside them are skipped by their names, before any file is
+//! opened (`journal-parquet query`'s `--since`, `--until` and `--host`, the console, the summary's
+//! rebuild). Within the files read, DuckDB skips the row groups whose `timestamp` statistics fall
 //! outside the range (a day file's row groups are in time order).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::archive::layout::{day_usec, numbered, span_of, DAY_USEC};
+use super::layout::{day_usec, numbered, span_of, DAY_USEC};
 
 /// Which minute files a query reads: the hosts (directory names; empty for all) and the minutes
 /// that overlap `[since, until)` (µs).
@@ -20,7 +21,7 @@ pub struct Scope {
 
 impl Scope {
     /// The rows' own filter, for the minutes at the edges of the range.
-    pub(super) fn row_filter(&self) -> Option<String> {
+    pub fn row_filter(&self) -> Option<String> {
         let mut terms = Vec::new();
         if let Some(s) = self.since {
             terms.push(format!("timestamp >= make_timestamp({s})"));
