@@ -338,3 +338,27 @@ fn live_search_finds_entries_not_yet_in_a_minute_file() {
     assert_eq!(hits("false"), 0);
     assert_eq!(hits("true"), 1);
 }
+
+/// Guards the summary's two ways of counting: what `jp-flush --rebuild-summary` counts from the
+/// archive equals, row for row, what jp-flush counted as it wrote each minute file; and a rebuild
+/// clears the mark a failed update left.
+#[test]
+fn summary_rebuilt_from_the_archive_equals_the_one_kept_while_flushing() {
+    let (t, _, _) = console_archive();
+    let rows = |t: &TestDir| {
+        let out = run_ok(&mut t.query(&[
+            "--format",
+            "csv",
+            "SELECT minute, host, unit, identifier, priority, entries, bytes \
+             FROM journal_minutes ORDER BY ALL",
+        ]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let kept = rows(&t);
+    assert!(kept.lines().count() > 100, "{kept}");
+    write_file(&t.state().join("summary.stale"), "1\n");
+    std::fs::remove_file(t.state().join("summary.duckdb")).unwrap();
+    run_ok(&mut t.flush(&["--rebuild-summary"]));
+    assert_eq!(rows(&t), kept);
+    assert!(!t.state().join("summary.stale").exists());
+}
